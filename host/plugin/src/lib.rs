@@ -1,0 +1,1 @@
+//! wasmpay-plugin.

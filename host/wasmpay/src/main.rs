@@ -1,0 +1,2 @@
+//! The `wasmpay` binary.
+fn main() {}

@@ -1,0 +1,1 @@
+//! End-to-end tests: real broker, real SQLite files, real wasm components.
