@@ -104,6 +104,29 @@ id_type!(
     "request id"
 );
 
+id_type!(
+    /// The host's id for a payment (or hold): derived from the payer and the
+    /// request id, so every redelivery of a request names the same payment
+    /// before anything is stored.
+    PaymentId,
+    "payment id"
+);
+
+impl PaymentId {
+    /// `pay_` and the first 24 hex digits of SHA-256 over the payer, a NUL
+    /// and the request id: stable, collision-resistant, and safe in topics.
+    pub fn derive(payer: &UserId, request: &RequestId) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(payer.as_str().as_bytes());
+        hasher.update([0]);
+        hasher.update(request.as_str().as_bytes());
+        let digest = hasher.finalize();
+        let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        Self(format!("pay_{hex}"))
+    }
+}
+
 /// The longest sub-account name, in bytes.
 pub const SUB_ACCOUNT_BYTES_MAX: usize = 32;
 
@@ -202,6 +225,18 @@ mod tests {
             serde_json::from_str::<MerchantId>("\"shop-1\"").unwrap().as_str(),
             "shop-1"
         );
+    }
+
+    #[test]
+    fn payment_ids_are_stable_per_payer_and_request() {
+        let alice = UserId::new("alice").unwrap();
+        let bob = UserId::new("bob").unwrap();
+        let r1 = RequestId::new("r1").unwrap();
+        let id = PaymentId::derive(&alice, &r1);
+        assert_eq!(id, PaymentId::derive(&alice, &r1));
+        assert_ne!(id, PaymentId::derive(&bob, &r1));
+        assert_eq!(id.as_str().len(), 4 + 24);
+        assert!(PaymentId::new(id.as_str()).is_ok());
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub mod ids;
 pub mod money;
 pub mod quote;
 
-pub use ids::{IdError, MerchantId, RequestId, SubAccount, UserId};
+pub use ids::{IdError, MerchantId, PaymentId, RequestId, SubAccount, UserId};
 pub use money::{Currency, Money, MoneyError};
 pub use quote::{
     Code, Decision, Decline, LineKind, PlatformFee, PluginRef, Quote, QuoteError, QuoteLimits,
