@@ -53,7 +53,11 @@
 #![no_std]
 
 extern crate alloc;
-#[cfg(test)]
+// Natively (unit tests, `cargo check`), `std` supplies the allocator and the
+// panic handler that `runtime` supplies on `wasm32`, so a `#![no_std]`
+// plugin builds and tests on the developer's machine without a line of
+// set-up of its own.
+#[cfg(not(target_arch = "wasm32"))]
 extern crate std;
 // Lets the generated bindings and the exported macro name this crate by the
 // same absolute path from inside it and from the plugins that use it.
@@ -62,7 +66,8 @@ extern crate self as wasmpay_plugin_sdk;
 pub mod host;
 pub mod money;
 pub mod quote;
-#[cfg(target_arch = "wasm32")]
+// Under `cfg(test)` on wasm32 the test harness brings `std`.
+#[cfg(all(target_arch = "wasm32", not(test)))]
 mod runtime;
 pub mod testing;
 
@@ -82,7 +87,7 @@ pub mod bindings {
         export_macro_name: "__export_merchant_rules",
         default_bindings_module: "::wasmpay_plugin_sdk::bindings",
         // Plugins depend on this crate only, not on `wit-bindgen`.
-        runtime_path: "::wasmpay_plugin_sdk::__private::wit_bindgen",
+        runtime_path: "::wasmpay_plugin_sdk::__private::wit_bindgen::rt",
         additional_derives: [PartialEq, Eq],
     });
 }
@@ -163,6 +168,6 @@ impl<T: Rules> bindings::exports::wasmpay::plugin::rules::Guest for T {
 #[macro_export]
 macro_rules! export_rules {
     ($rules:ident) => {
-        $crate::__export_merchant_rules!($rules with_types_in $crate::bindings);
+        $crate::bindings::__export_merchant_rules!($rules);
     };
 }
