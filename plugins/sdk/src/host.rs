@@ -14,7 +14,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::bindings::wasmpay::plugin::host as imports;
-use crate::money::{AmountError, BPS_PER_WHOLE};
+use crate::money::{AmountError, BPS_PER_WHOLE, parse_percent_bps};
 use crate::{Activity, Decline, LogLevel, Money};
 
 /// The read-only host a plugin runs against.
@@ -54,6 +54,28 @@ pub trait Host {
         }
     }
 
+    /// A percentage written as text with a `%` sign and up to two decimals
+    /// (`"8.25%"`), as basis points (825), from 0 to 100 %.
+    fn config_percent(&self, key: &str) -> Result<Option<u32>, ConfigError> {
+        let Some(text) = self.config_get(key) else {
+            return Ok(None);
+        };
+        let bps = parse_percent_bps(text.trim())
+            .map_err(|error| ConfigError::new(key, ConfigProblem::Amount(error)))?;
+        u32::try_from(bps)
+            .ok()
+            .filter(|bps| *bps <= BPS_PER_WHOLE)
+            .map(Some)
+            .ok_or_else(|| {
+                ConfigError::new(
+                    key,
+                    ConfigProblem::OutOfRange {
+                        max: u64::from(BPS_PER_WHOLE),
+                    },
+                )
+            })
+    }
+
     /// A non-negative amount written in major units (`"0.30"`), in
     /// `currency` with `exponent` fraction digits. Excess precision is an
     /// error, never a rounding; see [`Money::parse`].
@@ -86,6 +108,15 @@ pub trait Host {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// A comma-separated list of whole numbers (`"3600, 86400"`); an unset
+    /// key is an empty list.
+    fn config_u32_list(&self, key: &str) -> Result<Vec<u32>, ConfigError> {
+        self.config_list(key)
+            .iter()
+            .map(|item| parse_u32(item).map_err(|problem| ConfigError::new(key, problem)))
+            .collect()
     }
 
     /// Logs at debug level.
@@ -159,6 +190,8 @@ pub enum ConfigProblem {
     Negative,
     /// Not one of the words the key accepts.
     NotOneOf(&'static [&'static str]),
+    /// Not of the form the key needs, described for people.
+    Malformed(&'static str),
 }
 
 impl ConfigError {
@@ -188,6 +221,7 @@ impl fmt::Display for ConfigError {
             ConfigProblem::NotOneOf(words) => {
                 write!(f, "config {key}: not one of {}", words.join(", "))
             }
+            ConfigProblem::Malformed(expected) => write!(f, "config {key}: expected {expected}"),
         }
     }
 }
@@ -223,7 +257,12 @@ mod tests {
             .with_config("fixed", "0.30")
             .with_config("precise", "0.305")
             .with_config("negative", "-1")
-            .with_config("list", "alice, bob,,carol ");
+            .with_config("list", "alice, bob,,carol ")
+            .with_config("windows", "3600, 86400")
+            .with_config("bad_windows", "3600, soon")
+            .with_config("rate", "8.25%")
+            .with_config("rate_too_high", "100.01%")
+            .with_config("rate_without_sign", "8");
 
         assert_eq!(host.config_u32("count"), Ok(Some(12)));
         assert_eq!(host.config_u32("unset"), Ok(None));
@@ -264,6 +303,26 @@ mod tests {
         );
         assert_eq!(host.config_list("list"), vec!["alice", "bob", "carol"]);
         assert!(host.config_list("unset").is_empty());
+        assert_eq!(host.config_u32_list("windows"), Ok(vec![3600, 86400]));
+        assert_eq!(
+            host.config_u32_list("bad_windows"),
+            Err(ConfigError::new("bad_windows", ConfigProblem::NotAnInteger))
+        );
+        assert_eq!(host.config_percent("rate"), Ok(Some(825)));
+        assert_eq!(
+            host.config_percent("rate_too_high"),
+            Err(ConfigError::new(
+                "rate_too_high",
+                ConfigProblem::OutOfRange { max: 10_000 }
+            ))
+        );
+        assert_eq!(
+            host.config_percent("rate_without_sign"),
+            Err(ConfigError::new(
+                "rate_without_sign",
+                ConfigProblem::Amount(AmountError::Malformed)
+            ))
+        );
     }
 
     #[test]

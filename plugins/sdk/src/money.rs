@@ -277,6 +277,16 @@ pub fn parse_minor_units(text: &str, exponent: u8) -> Result<i64, AmountError> {
     Ok(minor)
 }
 
+/// Parses a percentage written with up to two decimals and a `%` sign
+/// (`"2.9%"`, `"-1%"`, `"12.50%"`) into basis points (290, -100, 1250).
+/// More than two decimals is an error, never a rounding.
+pub fn parse_percent_bps(text: &str) -> Result<i64, AmountError> {
+    let number = text.strip_suffix('%').ok_or(AmountError::Malformed)?;
+    // A percentage with two decimals is a whole number of basis points, the
+    // way an amount with two decimals is a whole number of cents.
+    parse_minor_units(number, 2)
+}
+
 struct DisplayMoney<'a> {
     money: &'a Money,
     exponent: u8,
@@ -352,6 +362,20 @@ mod tests {
                 "{text:?} at exponent {exponent}"
             );
         }
+    }
+
+    #[test]
+    fn percentages_parse_exactly_into_basis_points() {
+        assert_eq!(parse_percent_bps("2.9%"), Ok(290));
+        assert_eq!(parse_percent_bps("12.50%"), Ok(1250));
+        assert_eq!(parse_percent_bps("-1%"), Ok(-100));
+        assert_eq!(parse_percent_bps("100%"), Ok(10_000));
+        assert_eq!(
+            parse_percent_bps("8.125%"),
+            Err(AmountError::ExcessPrecision { exponent: 2 })
+        );
+        assert_eq!(parse_percent_bps("10"), Err(AmountError::Malformed));
+        assert_eq!(parse_percent_bps("%"), Err(AmountError::Empty));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! What `std` would otherwise give a `wasm32` guest: a global allocator,
-//! the canonical ABI's `cabi_realloc`, and a panic handler.
+//! the canonical ABI's `cabi_realloc`, a panic handler, and the C library's
+//! memory functions.
 //!
 //! Plugins are `#![no_std]` so that their components import nothing but the
 //! `merchant-rules` world (see the crate docs); this module is compiled only
@@ -12,6 +13,16 @@ use core::panic::PanicInfo;
 
 use crate::LogLevel;
 use crate::bindings::wasmpay::plugin::host as imports;
+
+// On wasm32-wasip2, `compiler_builtins` leaves `memcpy`, `memmove`,
+// `memset` and `memcmp` to the C library, which `std` links. wasi-libc (in
+// the target's `self-contained` directory) implements them as plain code
+// with no imports, and the linker takes only the functions used from its
+// archive, so linking it adds no WASI import; `tests/imports.rs` in
+// `host/plugin-artifacts` checks that.
+#[allow(unsafe_code)]
+#[link(name = "c")]
+unsafe extern "C" {}
 
 // dlmalloc rather than a bump allocator: a call gets a fresh instance, but a
 // plugin that builds and drops strings in a loop would otherwise grow until
