@@ -37,4 +37,5 @@ pub use reply::{
 };
 pub use topic::{
     DEAD_LETTER_TOPIC, Principal, SUBSCRIPTIONS, TOPIC_PREFIX, notification_topic, reply_topic_for,
+    response_topic_allowed,
 };

@@ -65,7 +65,9 @@ pub struct Reply<T = serde_json::Value> {
     /// The request's id; `null` only when none could be read.
     pub id: Option<String>,
     pub ok: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    // No `default`: serde would then demand `T: Default`; a missing
+    // `Option` field is `None` anyway.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<T>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,

@@ -60,6 +60,20 @@ pub fn reply_topic_for(principal: &Principal) -> String {
     }
 }
 
+/// Whether the host may publish a reply to `response_topic`, the MQTT 5
+/// Response Topic a client of `principal` gave. The host may publish
+/// anywhere, so a client must not be able to steer a reply into someone
+/// else's namespace (a forged "notification"); only the principal's own
+/// reply topic and topics below it qualify. Otherwise the reply goes to
+/// [`reply_topic_for`].
+pub fn response_topic_allowed(principal: &Principal, response_topic: &str) -> bool {
+    let own = reply_topic_for(principal);
+    let below = response_topic
+        .strip_prefix(own.as_str())
+        .is_some_and(|rest| rest.is_empty() || (rest.starts_with('/') && rest.len() > 1));
+    below && !response_topic.contains(['+', '#', '\0'])
+}
+
 /// Where a merchant hears of every payment decided for it, and of refunds,
 /// captures and voids.
 pub fn notification_topic(merchant: &MerchantId) -> String {
@@ -294,6 +308,34 @@ mod tests {
         assert_eq!(route(&reply_topic_for(&Principal::Admin)), Ok(Route::Own));
         let shop = MerchantId::new("shop").unwrap();
         assert_eq!(route(&notification_topic(&shop)), Ok(Route::Own));
+    }
+
+    #[test]
+    fn responses_stay_in_the_principals_own_reply_namespace() {
+        let alice = user("alice");
+        for allowed in [
+            "wasmpay/v1/users/alice/replies",
+            "wasmpay/v1/users/alice/replies/session-7",
+            "wasmpay/v1/users/alice/replies/a/b",
+        ] {
+            assert!(response_topic_allowed(&alice, allowed), "{allowed}");
+        }
+        for refused in [
+            "wasmpay/v1/users/bob/replies",
+            "wasmpay/v1/users/alice/repliesX",
+            "wasmpay/v1/users/alice/replies/",
+            "wasmpay/v1/users/alice/pay",
+            "wasmpay/v1/merchants/shop/notifications",
+            "wasmpay/v1/users/alice/replies/+",
+            "wasmpay/v1/users/alice/replies/#",
+            "",
+        ] {
+            assert!(!response_topic_allowed(&alice, refused), "{refused}");
+        }
+        assert!(response_topic_allowed(
+            &Principal::Admin,
+            "wasmpay/v1/admin/replies/cli"
+        ));
     }
 
     #[test]
