@@ -5,12 +5,15 @@
 
 use wasmpay_plugin_sdk::prelude::*;
 
-/// Lines in the `lines` mode, and splits in the `splits` mode.
-const ITEMS: usize = 10_000;
+/// Lines in the `lines` mode, and splits in the `splits` mode: far beyond
+/// any sane quote, yet cheap enough in fuel (see `README.md`) that a fuel
+/// limit of a few million does not stop the plugin before its output is
+/// checked.
+const ITEMS: usize = 2_000;
 
 /// Bytes of each string in the `huge_strings` mode and of the refund's
-/// decline message.
-const HUGE_STRING_BYTES: usize = 4 << 20;
+/// decline message; sized, like `ITEMS`, to stay within fuel and memory.
+const HUGE_STRING_BYTES: usize = 1 << 20;
 
 struct GiantOutput;
 
