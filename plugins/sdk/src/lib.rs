@@ -32,7 +32,7 @@
 //!
 //! # A whole plugin
 //!
-//! ```ignore
+//! ```
 //! #![no_std]
 //! use wasmpay_plugin_sdk::prelude::*;
 //!
@@ -49,6 +49,12 @@
 //! }
 //!
 //! wasmpay_plugin_sdk::export_rules!(FlatFee);
+//! # fn main() {
+//! #     use wasmpay_plugin_sdk::testing::{FakeHost, payment};
+//! #     let host = FakeHost::new().with_config("fee", "0.30");
+//! #     let quote = FlatFee::decide_payment(&host, &payment(1000, "EUR", 2)).unwrap();
+//! #     assert_eq!(quote.lines[0].amount, Money::new(30, "EUR"));
+//! # }
 //! ```
 #![no_std]
 
