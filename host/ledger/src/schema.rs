@@ -1,0 +1,247 @@
+//! The database file: connection settings and versioned migrations.
+//!
+//! The schema version lives in `PRAGMA user_version`; the list of migrations
+//! below is the only place the schema is defined. A file from a newer build is
+//! refused rather than guessed at. `PRAGMA application_id` marks the file as a
+//! wasmpay ledger so that a path mix-up fails loudly.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::LedgerError;
+
+/// `wasp` in ASCII: marks a wasmpay ledger file.
+pub(crate) const APPLICATION_ID: i64 = 0x7761_7370;
+
+/// How long a connection waits on another's lock before failing. Readers and
+/// the writer share the file through WAL, so waits happen only around
+/// checkpoints; five seconds is far beyond any healthy one.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Prepared statements kept per connection: every hot-path statement fits.
+const STATEMENT_CACHE_CAPACITY: usize = 64;
+
+/// Schema migrations, in order; migration `i` takes the file from version `i`
+/// to `i + 1`. Never edit one that has shipped: append.
+const MIGRATIONS: &[&str] = &[
+    // 1: accounts, journal with hash chain, postings, idempotency records,
+    // payments and holds, the plugin registry.
+    r#"
+    CREATE TABLE accounts (
+        id              INTEGER PRIMARY KEY,
+        owner_kind      TEXT    NOT NULL CHECK (owner_kind IN ('user', 'merchant', 'platform', 'world')),
+        owner_id        TEXT    NOT NULL,
+        sub             TEXT    NOT NULL,
+        currency        TEXT    NOT NULL,
+        overdraft_kind  TEXT    NOT NULL CHECK (overdraft_kind IN ('none', 'limit', 'unbounded')),
+        overdraft_limit INTEGER NOT NULL CHECK (overdraft_limit >= 0),
+        -- The sum of the account's postings, kept for O(1) balance checks.
+        balance         INTEGER NOT NULL DEFAULT 0,
+        -- The sum of the account's open authorizations.
+        held            INTEGER NOT NULL DEFAULT 0 CHECK (held >= 0),
+        opened_seq      INTEGER NOT NULL,
+        UNIQUE (owner_kind, owner_id, sub, currency)
+    );
+
+    -- One row per decided operation (applied or refused), chained by hash.
+    CREATE TABLE journal (
+        seq        INTEGER PRIMARY KEY,
+        at_ms      INTEGER NOT NULL,
+        op         TEXT    NOT NULL,
+        principal  TEXT    NOT NULL,
+        key        TEXT    NOT NULL,
+        payment_id TEXT,
+        request    TEXT    NOT NULL,
+        plugin     TEXT,
+        applied    INTEGER NOT NULL CHECK (applied IN (0, 1)),
+        outcome    TEXT    NOT NULL,
+        prev_hash  BLOB    NOT NULL,
+        hash       BLOB    NOT NULL
+    );
+
+    -- Legs of a journal entry; clustered by entry so that verify and the
+    -- hash chain read them in one sequential pass. References to the journal
+    -- are checked at commit: an operation writes its postings before its
+    -- journal entry, whose hash covers them.
+    CREATE TABLE postings (
+        seq           INTEGER NOT NULL REFERENCES journal (seq) DEFERRABLE INITIALLY DEFERRED,
+        leg           INTEGER NOT NULL,
+        account       INTEGER NOT NULL REFERENCES accounts (id),
+        amount        INTEGER NOT NULL CHECK (amount <> 0),
+        balance_after INTEGER NOT NULL,
+        PRIMARY KEY (seq, leg)
+    ) WITHOUT ROWID;
+    CREATE INDEX postings_by_account ON postings (account, seq, leg);
+
+    -- Idempotency records: the outcome lives in the journal entry.
+    CREATE TABLE requests (
+        principal TEXT    NOT NULL,
+        key       TEXT    NOT NULL,
+        fields    TEXT    NOT NULL,
+        seq       INTEGER NOT NULL REFERENCES journal (seq) DEFERRABLE INITIALLY DEFERRED,
+        at_ms     INTEGER NOT NULL,
+        PRIMARY KEY (principal, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX requests_by_time ON requests (at_ms);
+
+    -- Payments and authorizations (holds), for capture, void, refund and the
+    -- plugins' payer-activity queries.
+    CREATE TABLE payments (
+        merchant       TEXT    NOT NULL,
+        payment_id     TEXT    NOT NULL,
+        payer          TEXT    NOT NULL,
+        payer_account  INTEGER NOT NULL REFERENCES accounts (id),
+        currency       TEXT    NOT NULL,
+        kind           TEXT    NOT NULL CHECK (kind IN ('payment', 'hold')),
+        status         TEXT    NOT NULL CHECK (status IN ('held', 'captured', 'voided', 'expired')),
+        authorized     INTEGER NOT NULL CHECK (authorized > 0),
+        captured       INTEGER NOT NULL DEFAULT 0 CHECK (captured >= 0 AND captured <= authorized),
+        refunded       INTEGER NOT NULL DEFAULT 0 CHECK (refunded >= 0 AND refunded <= captured),
+        settlement     TEXT    NOT NULL,
+        created_at_ms  INTEGER NOT NULL,
+        created_seq    INTEGER NOT NULL REFERENCES journal (seq) DEFERRABLE INITIALLY DEFERRED,
+        expires_at_ms  INTEGER,
+        captured_at_ms INTEGER,
+        closed_seq     INTEGER REFERENCES journal (seq) DEFERRABLE INITIALLY DEFERRED,
+        PRIMARY KEY (merchant, payment_id)
+    ) WITHOUT ROWID;
+    -- Covering index for payer_activity, which plugins call per payment.
+    CREATE INDEX payments_by_payer
+        ON payments (merchant, payer, currency, created_at_ms, status, authorized, captured);
+    CREATE INDEX holds_by_expiry ON payments (expires_at_ms) WHERE status = 'held';
+
+    -- The end of the hash chain, so that a deleted last entry is noticed.
+    CREATE TABLE chain_head (
+        id   INTEGER PRIMARY KEY CHECK (id = 1),
+        seq  INTEGER NOT NULL,
+        hash BLOB    NOT NULL
+    );
+    INSERT INTO chain_head (id, seq, hash) VALUES (1, 0, zeroblob(32));
+
+    -- Plugin registry: component bytes by hash, versions per merchant,
+    -- activations (a stack, for rollback), precompiled artifacts.
+    CREATE TABLE plugin_blobs (
+        sha256 TEXT PRIMARY KEY,
+        wasm   BLOB NOT NULL
+    );
+    CREATE TABLE plugin_versions (
+        merchant       TEXT    NOT NULL,
+        version        INTEGER NOT NULL CHECK (version > 0),
+        sha256         TEXT    NOT NULL REFERENCES plugin_blobs (sha256),
+        size           INTEGER NOT NULL,
+        config         TEXT    NOT NULL,
+        uploaded_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (merchant, version)
+    ) WITHOUT ROWID;
+    CREATE TABLE plugin_activations (
+        id                INTEGER PRIMARY KEY,
+        merchant          TEXT    NOT NULL,
+        version           INTEGER NOT NULL,
+        activated_at_ms   INTEGER NOT NULL,
+        rolled_back_at_ms INTEGER,
+        FOREIGN KEY (merchant, version) REFERENCES plugin_versions (merchant, version)
+    );
+    CREATE INDEX plugin_activations_live
+        ON plugin_activations (merchant, id) WHERE rolled_back_at_ms IS NULL;
+    CREATE TABLE plugin_artifacts (
+        sha256      TEXT NOT NULL,
+        engine_hash TEXT NOT NULL,
+        artifact    BLOB NOT NULL,
+        PRIMARY KEY (sha256, engine_hash)
+    );
+    "#,
+];
+
+/// The schema version this build writes and reads.
+pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Whether commits wait for the disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Synchronous {
+    /// fsync on every commit: an acknowledged payment survives power loss.
+    #[default]
+    Full,
+    /// fsync at checkpoints only: survives a process crash, may lose the
+    /// last commits on power loss. Faster at small batch sizes.
+    Normal,
+}
+
+fn configure(conn: &Connection) -> Result<(), LedgerError> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
+    conn.pragma_update(None, "foreign_keys", true)?;
+    Ok(())
+}
+
+fn check_identity(conn: &Connection) -> Result<(i64, i64), LedgerError> {
+    let application_id: i64 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if application_id != 0 && application_id != APPLICATION_ID {
+        return Err(LedgerError::NotALedger {
+            found: application_id,
+        });
+    }
+    if version > SCHEMA_VERSION {
+        return Err(LedgerError::SchemaTooNew {
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok((application_id, version))
+}
+
+/// Opens (creating if needed) the writer's connection and migrates the file.
+pub(crate) fn open_writer(
+    path: &Path,
+    synchronous: Synchronous,
+) -> Result<Connection, LedgerError> {
+    let mut conn = Connection::open(path)?;
+    configure(&conn)?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(LedgerError::InvalidOptions(format!(
+            "the file system refused WAL mode (got {mode})"
+        )));
+    }
+    let level = match synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", level)?;
+    let (application_id, version) = check_identity(&conn)?;
+    if version == 0 && application_id == 0 {
+        // A fresh file (or an empty one): refuse one that has tables already.
+        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))?;
+        if tables > 0 {
+            return Err(LedgerError::NotALedger { found: 0 });
+        }
+    }
+    for (from, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(migration)?;
+        tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+        tx.pragma_update(None, "user_version", from as i64 + 1)?;
+        tx.commit()?;
+        tracing::info!(path = %path.display(), version = from + 1, "ledger schema migrated");
+    }
+    Ok(conn)
+}
+
+/// Opens a read-only connection to a file a writer has initialised.
+pub(crate) fn open_reader(path: &Path) -> Result<Connection, LedgerError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags)?;
+    configure(&conn)?;
+    let (_, version) = check_identity(&conn)?;
+    if version < SCHEMA_VERSION {
+        return Err(LedgerError::SchemaTooOld {
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(conn)
+}

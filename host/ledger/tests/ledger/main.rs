@@ -1,0 +1,7 @@
+//! The ledger's integration tests: one binary, real SQLite files in
+//! temporary directories, no mocks.
+
+mod holds;
+mod idempotency;
+mod operations;
+mod support;
