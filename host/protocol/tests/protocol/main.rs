@@ -3,5 +3,6 @@
 //! panics, and a check that docs/PROTOCOL.md lists every error code.
 
 mod decode;
+mod docs;
 mod never_panics;
 mod reply;
