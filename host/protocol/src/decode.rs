@@ -13,9 +13,9 @@ use wasmpay_domain::{
 };
 
 use crate::command::{self, Command, Cursor, Owner, Request};
-use crate::error::{ErrorCode, Rejection};
+use crate::error::{ErrorCode, Rejection, SHOWN_BYTES_MAX, shown};
 use crate::limits::DecodeLimits;
-use crate::topic::{self, Action, Principal, Route, shown};
+use crate::topic::{self, Action, Principal, Route};
 use crate::wire::{self, StrictMap, WireAmount};
 
 /// What the MQTT layer passes along besides topic and payload.
@@ -45,9 +45,6 @@ pub const WASM_MAGIC: &[u8; 4] = b"\0asm";
 pub const UPLOAD_ID_PROPERTY: &str = "id";
 /// The prefix of user properties that carry a binary upload's configuration.
 pub const UPLOAD_CONFIG_PROPERTY_PREFIX: &str = "config.";
-
-/// The longest client value quoted back in an error message, in bytes.
-const SHOWN_BYTES_MAX: usize = 64;
 
 /// Decodes one message. Pure and total: any bytes give an answer, never a
 /// panic, so it can be fuzzed directly.

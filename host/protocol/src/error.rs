@@ -179,6 +179,22 @@ impl fmt::Display for Rejection {
     }
 }
 
+/// The longest client value (an id, a key, an amount) quoted back in an
+/// error message, in bytes: enough to recognise it, too little to echo a
+/// payload back.
+pub(crate) const SHOWN_BYTES_MAX: usize = 64;
+
+/// `text` cut to at most `bytes_max` bytes on a character boundary and
+/// escaped, so that it is safe to put in a message or a log line.
+pub(crate) fn shown(text: &str, bytes_max: usize) -> String {
+    let mut end = text.len().min(bytes_max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = if end < text.len() { "..." } else { "" };
+    format!("{}{cut}", text[..end].escape_debug())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,5 +213,11 @@ mod tests {
             assert_eq!(ErrorCode::parse(text), Some(code));
         }
         assert_eq!(ErrorCode::parse("no_such_code"), None);
+    }
+
+    #[test]
+    fn shown_text_is_cut_on_a_character_boundary_and_escaped() {
+        assert_eq!(shown("\u{e9}\u{e9}", 3), "\u{e9}...");
+        assert_eq!(shown("a\nb", 10), "a\\nb");
     }
 }

@@ -50,17 +50,29 @@ pub struct DecodeLimits {
     /// Largest plugin component, in bytes. A JSON upload may be larger by
     /// the base64 overhead (see [`DecodeLimits::upload_payload_bytes_max`]).
     pub upload_bytes_max: usize,
+    /// See [`MEMO_BYTES_MAX`].
     pub memo_bytes_max: usize,
+    /// See [`REASON_BYTES_MAX`].
     pub reason_bytes_max: usize,
+    /// See [`METADATA_ENTRIES_MAX`].
     pub metadata_entries_max: usize,
+    /// See [`METADATA_KEY_BYTES_MAX`].
     pub metadata_key_bytes_max: usize,
+    /// See [`METADATA_VALUE_BYTES_MAX`].
     pub metadata_value_bytes_max: usize,
+    /// See [`CONFIG_ENTRIES_MAX`].
     pub config_entries_max: usize,
+    /// See [`CONFIG_KEY_BYTES_MAX`].
     pub config_key_bytes_max: usize,
+    /// See [`CONFIG_VALUE_BYTES_MAX`].
     pub config_value_bytes_max: usize,
+    /// See [`HISTORY_LIMIT_DEFAULT`].
     pub history_limit_default: u32,
+    /// See [`HISTORY_LIMIT_MAX`].
     pub history_limit_max: u32,
+    /// See [`HOLD_EXPIRES_IN_S_DEFAULT`].
     pub hold_expires_in_s_default: u32,
+    /// See [`HOLD_EXPIRES_IN_S_MAX`].
     pub hold_expires_in_s_max: u32,
 }
 

@@ -9,7 +9,7 @@ use std::fmt;
 
 use wasmpay_domain::{IdError, MerchantId, UserId};
 
-use crate::error::{ErrorCode, Rejection};
+use crate::error::{ErrorCode, Rejection, shown};
 
 /// Every topic this protocol version uses starts with this.
 pub const TOPIC_PREFIX: &str = "wasmpay/v1";
@@ -136,17 +136,6 @@ pub(crate) enum Route {
 
 /// The longest part of a topic quoted back in an error message, in bytes.
 const TOPIC_SHOWN_BYTES_MAX: usize = 128;
-
-/// `text` cut to at most `bytes_max` bytes on a character boundary and
-/// escaped, so that it is safe to put in a message or a log line.
-pub(crate) fn shown(text: &str, bytes_max: usize) -> String {
-    let mut end = text.len().min(bytes_max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let cut = if end < text.len() { "..." } else { "" };
-    format!("{}{cut}", text[..end].escape_debug())
-}
 
 /// Parses a topic into the principal and action it names.
 pub(crate) fn route(topic: &str) -> Result<Route, Rejection> {
@@ -384,11 +373,5 @@ mod tests {
             assert_eq!(rejection.code, ErrorCode::InvalidId, "{topic}");
             assert_eq!(rejection.reply_to, None, "{topic}");
         }
-    }
-
-    #[test]
-    fn shown_text_is_cut_on_a_character_boundary_and_escaped() {
-        assert_eq!(shown("\u{e9}\u{e9}", 3), "\u{e9}...");
-        assert_eq!(shown("a\nb", 10), "a\\nb");
     }
 }

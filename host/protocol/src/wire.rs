@@ -14,8 +14,7 @@ use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, Visitor};
 
 use serde_path_to_error::Segment;
 
-use crate::error::{ErrorCode, Rejection};
-use crate::topic::shown;
+use crate::error::{ErrorCode, Rejection, SHOWN_BYTES_MAX, shown};
 
 /// An amount as sent. JSON numbers are let through the parse only to be
 /// refused in `decode` with a message that says why strings are required.
@@ -334,16 +333,13 @@ fn path_text(segments: &[&Segment]) -> String {
                 if !text.is_empty() {
                     text.push('.');
                 }
-                text.push_str(&shown(key, KEY_SHOWN_BYTES_MAX));
+                text.push_str(&shown(key, SHOWN_BYTES_MAX));
             }
             Segment::Unknown => {}
         }
     }
     text
 }
-
-/// The longest key quoted back in an error message, in bytes.
-const KEY_SHOWN_BYTES_MAX: usize = 64;
 
 /// serde's "`amout`, expected one of `id`, `amount`" as
 /// "`amout`, expected one of: id, amount".

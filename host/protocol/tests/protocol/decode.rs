@@ -656,3 +656,19 @@ fn every_fixture_decodes_as_its_name_says() {
         assert!(codes.contains(&code), "no fixture for {code}");
     }
 }
+
+#[test]
+fn deeply_nested_json_is_refused_without_exhausting_the_stack() {
+    let depth = 16_000;
+    let payload = format!(
+        r#"{{"id":"r-1","metadata":{}{}}}"#,
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
+    let limits = DecodeLimits {
+        payload_bytes_max: payload.len(),
+        ..DecodeLimits::default()
+    };
+    let decoded = decode(PAY, payload.as_bytes(), &RequestProps::default(), &limits);
+    assert!(matches!(decoded, Decoded::Invalid(_)), "{decoded:?}");
+}
