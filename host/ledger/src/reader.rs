@@ -80,6 +80,10 @@ impl Reader {
         })
     }
 
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
     pub fn balance(&self, owner: &Owner, currency: Currency) -> Result<Balance, LedgerError> {
         balance(&self.conn, owner, currency)
     }

@@ -182,6 +182,10 @@ impl Ledger {
         &self.conn
     }
 
+    pub(crate) fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
     /// Applies one operation (a batch of one).
     pub fn apply(&mut self, op: Op) -> Result<OpResult, LedgerError> {
         let mut results = self.apply_batch(vec![op])?;
@@ -1160,4 +1164,91 @@ fn refund(
         plugin: plugin.clone(),
     };
     Ok((effect, posted))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::op::Op;
+    use wasmpay_domain::RequestId;
+
+    fn eur(minor: i64) -> Money {
+        Money::from_minor(minor, Currency::parse("EUR").unwrap())
+    }
+
+    fn op(key: &str, kind: OpKind) -> Op {
+        Op {
+            principal: Principal::Admin,
+            key: RequestId::new(key).unwrap(),
+            at_ms: 1,
+            kind,
+        }
+    }
+
+    #[test]
+    fn a_storage_failure_fails_the_whole_batch_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(&dir.path().join("l.db"), LedgerOptions::default()).unwrap();
+        let alice = UserId::new("alice").unwrap();
+        ledger
+            .apply(op(
+                "open",
+                OpKind::OpenAccount {
+                    owner: Owner::user(&alice),
+                    currency: eur(0).currency(),
+                    overdraft: Overdraft::None,
+                },
+            ))
+            .unwrap();
+        let deposit = |key: &str| {
+            op(
+                key,
+                OpKind::Deposit {
+                    user: alice.clone(),
+                    amount: eur(5),
+                },
+            )
+        };
+        // Cap the file at its current size: the batch's writes need new
+        // pages, so SQLite fails with SQLITE_FULL part-way through.
+        let pages: i64 = ledger
+            .conn()
+            .pragma_query_value(None, "page_count", |r| r.get(0))
+            .unwrap();
+        ledger
+            .conn()
+            .pragma_update(None, "max_page_count", pages)
+            .unwrap();
+        let big: Vec<Op> = (0..2_000).map(|i| deposit(&format!("d{i}"))).collect();
+        let error = ledger.apply_batch(big).unwrap_err();
+        assert!(is_fatal(&error), "{error}");
+        ledger
+            .conn()
+            .pragma_update(None, "max_page_count", 1_000_000)
+            .unwrap();
+        let balance = ledger
+            .balance(&Owner::user(&alice), eur(0).currency())
+            .unwrap();
+        assert_eq!(balance.available, eur(0));
+        // The ledger goes on from the old head.
+        let result = ledger.apply(deposit("after")).unwrap();
+        assert_eq!(result.receipt().unwrap().seq, 2);
+        let report = ledger.verify().unwrap();
+        assert!(report.is_clean(), "{report}");
+    }
+
+    #[test]
+    fn partial_captures_scale_the_platform_fee_half_up() {
+        let settlement = Settlement {
+            payer_total: eur(1_000),
+            merchant_credits: BTreeMap::from([(SubAccount::main(), eur(985))]),
+            platform_fee: eur(15),
+        };
+        let half = partial_settlement(&settlement, eur(500)).unwrap();
+        assert_eq!(half.platform_fee, eur(8)); // 7.5 -> 8
+        assert_eq!(half.merchant_credits[&SubAccount::main()], eur(492));
+        assert_eq!(half.credited().unwrap(), eur(500));
+        let tiny = partial_settlement(&settlement, eur(1)).unwrap();
+        assert_eq!(tiny.platform_fee, eur(0));
+    }
 }

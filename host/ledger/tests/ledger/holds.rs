@@ -39,6 +39,7 @@ fn an_authorization_moves_the_total_from_available_to_held() {
     assert_eq!(fx.available(&alice()), 60_000);
     assert_eq!(fx.held(&alice()), 40_000);
     assert_eq!(fx.available(&shop()), 0);
+    fx.assert_clean();
 }
 
 #[test]
@@ -55,6 +56,7 @@ fn an_authorization_beyond_the_available_balance_is_refused() {
         authorize("alice", "shop", "h3", eur(1), 0, fx.now_ms),
     );
     assert_eq!(code(&past), "invalid_expiry");
+    fx.assert_clean();
 }
 
 #[test]
@@ -75,6 +77,7 @@ fn a_full_capture_posts_the_authorized_settlement_exactly() {
     assert_eq!(fx.held(&alice()), 0);
     assert_eq!(fx.available(&shop()), 39_400);
     assert_eq!(fx.available(&Owner::Platform), 600);
+    fx.assert_clean();
 }
 
 #[test]
@@ -102,6 +105,7 @@ fn a_partial_capture_pays_main_less_a_proportional_fee_and_releases_the_rest() {
         .unwrap();
     assert_eq!(info.status, PaymentStatus::Captured);
     assert_eq!(info.captured, eur(10_001));
+    fx.assert_clean();
 }
 
 #[test]
@@ -113,6 +117,7 @@ fn a_hold_is_captured_at_most_once() {
         "already_captured"
     );
     assert_eq!(fx.available(&alice()), 60_000);
+    fx.assert_clean();
 }
 
 #[test]
@@ -125,6 +130,7 @@ fn a_capture_beyond_the_authorized_total_is_refused() {
         code(&fx.as_merchant("shop", capture("h", Some(usd)))),
         "currency_mismatch"
     );
+    fx.assert_clean();
 }
 
 #[test]
@@ -136,6 +142,7 @@ fn a_capture_after_expiry_is_refused_with_hold_expired() {
         "hold_expired"
     );
     assert_eq!(fx.held(&alice()), 40_000);
+    fx.assert_clean();
 }
 
 #[test]
@@ -152,6 +159,7 @@ fn a_void_releases_the_hold_and_a_void_after_capture_is_refused() {
     let mut fx = held();
     fx.as_merchant("shop", capture("h", None));
     assert_eq!(code(&fx.as_merchant("shop", void("h"))), "already_captured");
+    fx.assert_clean();
 }
 
 #[test]
@@ -166,6 +174,7 @@ fn capturing_or_voiding_a_plain_payment_or_unknown_id_is_refused() {
         code(&fx.as_merchant("shop", void("nope"))),
         "payment_not_found"
     );
+    fx.assert_clean();
 }
 
 #[test]
@@ -189,6 +198,7 @@ fn expired_holds_are_released_by_the_sweep_and_journaled() {
             .unwrap()
             .is_empty()
     );
+    fx.assert_clean();
 }
 
 #[test]
@@ -206,6 +216,7 @@ fn a_captured_hold_can_be_refunded_up_to_the_captured_amount() {
     assert_eq!(code(&over), "refund_exceeds_captured");
     let ok = fx.as_merchant("shop", refund("shop", &pid("alice", "h"), eur(5_000), None));
     assert_eq!(code(&ok), "applied");
+    fx.assert_clean();
 }
 
 #[test]
@@ -216,4 +227,5 @@ fn payer_activity_counts_open_holds_at_their_held_amount() {
         .payer_activity(&merchant("shop"), &user("alice"), cur("EUR"), 0)
         .unwrap();
     assert_eq!((count, volume), (1, eur(40_000)));
+    fx.assert_clean();
 }

@@ -34,6 +34,7 @@ fn a_redelivered_payment_is_answered_not_applied_twice() {
     assert!(second.is_replayed());
     assert_eq!(first.outcome(), second.outcome());
     assert_eq!(fx.available(&alice()), 900);
+    fx.assert_clean();
 }
 
 #[test]
@@ -50,6 +51,7 @@ fn a_refusal_is_stored_and_replayed_too() {
     let again = fx.ledger.apply(pay).unwrap();
     assert!(again.is_replayed());
     assert_eq!(again.outcome(), first.outcome());
+    fx.assert_clean();
 }
 
 #[test]
@@ -84,6 +86,7 @@ fn the_same_key_with_different_parameters_is_a_conflict_naming_the_fields() {
     };
     assert!(differing.contains(&"op".to_owned()), "{differing:?}");
     assert_eq!(fx.available(&alice()), 900);
+    fx.assert_clean();
 }
 
 #[test]
@@ -109,6 +112,7 @@ fn the_same_key_from_two_principals_is_two_requests() {
         .unwrap();
     assert!(!a.is_replayed() && !b.is_replayed());
     assert_eq!(code(&b), "applied");
+    fx.assert_clean();
 }
 
 #[test]
@@ -139,6 +143,7 @@ fn lookup_answers_before_the_plugin_runs() {
         fx.ledger.lookup(&principal, &key("r1"), &other).unwrap(),
         Some(OpResult::Conflict { .. })
     ));
+    fx.assert_clean();
 }
 
 #[test]
@@ -153,6 +158,7 @@ fn duplicates_inside_one_batch_are_applied_once() {
     assert!(!results[0].is_replayed());
     assert!(results[1].is_replayed());
     assert_eq!(fx.available(&alice()), 900);
+    fx.assert_clean();
 }
 
 #[test]
@@ -180,6 +186,7 @@ fn purging_drops_only_records_older_than_the_retention() {
     // second charge.
     let again = fx.ledger.apply(pay).unwrap();
     assert_eq!(code(&again), "payment_exists");
+    fx.assert_clean();
 }
 
 #[test]

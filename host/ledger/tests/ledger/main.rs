@@ -4,4 +4,7 @@
 mod holds;
 mod idempotency;
 mod operations;
+mod plugins;
+mod storage;
 mod support;
+mod tamper;

@@ -15,6 +15,7 @@ fn a_deposit_moves_money_from_the_world_to_the_user() {
     let fx = Fixture::alice_and_shop(10_000);
     assert_eq!(fx.available(&alice()), 10_000);
     assert_eq!(fx.available(&Owner::World), -10_000);
+    fx.assert_clean();
 }
 
 #[test]
@@ -37,6 +38,7 @@ fn a_payment_debits_the_payer_and_credits_merchant_and_platform() {
     assert_eq!(fx.available(&alice()), 8_000);
     assert_eq!(fx.available(&shop()), 1_970);
     assert_eq!(fx.available(&Owner::Platform), 30);
+    fx.assert_clean();
 }
 
 #[test]
@@ -66,6 +68,7 @@ fn split_credits_open_merchant_sub_accounts_on_first_use() {
     let tips = Owner::merchant(&merchant("shop"), &SubAccount::new("tips").unwrap());
     assert_eq!(fx.available(&tips), 100);
     assert_eq!(fx.available(&shop()), 900);
+    fx.assert_clean();
 }
 
 #[test]
@@ -75,6 +78,7 @@ fn a_payment_beyond_the_payers_funds_is_refused_with_insufficient_funds() {
     assert_eq!(code(&result), "insufficient_funds");
     assert_eq!(fx.available(&alice()), 1_000);
     assert_eq!(fx.available(&shop()), 0);
+    fx.assert_clean();
 }
 
 #[test]
@@ -89,6 +93,7 @@ fn an_overdraft_limit_lets_a_user_go_negative_down_to_the_limit() {
     assert_eq!(fx.available(&alice()), -500);
     let result = fx.as_user("alice", payment("alice", "shop", "b", eur(1), 0));
     assert_eq!(code(&result), "insufficient_funds");
+    fx.assert_clean();
 }
 
 #[test]
@@ -100,6 +105,7 @@ fn paying_from_or_to_a_missing_account_is_refused_with_account_not_found() {
     assert_eq!(code(&from_nobody), "account_not_found");
     let deposit = fx.deposit("bob", eur(5));
     assert_eq!(code(&deposit), "account_not_found");
+    fx.assert_clean();
 }
 
 #[test]
@@ -108,6 +114,7 @@ fn a_payment_in_a_currency_the_payer_has_no_account_in_is_refused() {
     let usd = Money::from_minor(10, cur("USD"));
     let result = fx.as_user("alice", payment("alice", "shop", "p1", usd, 0));
     assert_eq!(code(&result), "account_not_found");
+    fx.assert_clean();
 }
 
 #[test]
@@ -132,6 +139,7 @@ fn a_settlement_in_another_currency_is_refused_with_currency_mismatch() {
         result.refusal(),
         Some(Refusal::CurrencyMismatch { .. })
     ));
+    fx.assert_clean();
 }
 
 #[test]
@@ -154,6 +162,7 @@ fn an_unbalanced_settlement_is_refused_not_posted() {
     };
     assert_eq!(code(&fx.as_user("alice", kind)), "invalid_settlement");
     assert_eq!(fx.available(&alice()), 1_000);
+    fx.assert_clean();
 }
 
 #[test]
@@ -171,6 +180,7 @@ fn a_declined_payment_is_recorded_with_no_postings() {
         "velocity_count_exceeded"
     );
     assert_eq!(fx.available(&alice()), 1_000);
+    fx.assert_clean();
 }
 
 #[test]
@@ -181,6 +191,7 @@ fn a_payment_id_is_paid_at_most_once_even_under_another_key() {
     // A new key (as after the idempotency record was purged), same payment id.
     assert_eq!(code(&fx.as_user("alice", kind)), "payment_exists");
     assert_eq!(fx.available(&alice()), 990);
+    fx.assert_clean();
 }
 
 #[test]
@@ -216,6 +227,7 @@ fn principals_may_only_act_for_themselves() {
         let result = fx.run(principal.clone(), kind);
         assert_eq!(code(&result), "forbidden", "{principal:?}");
     }
+    fx.assert_clean();
 }
 
 #[test]
@@ -234,6 +246,7 @@ fn opening_an_account_twice_or_a_platform_account_is_refused() {
         "currency_mismatch"
     );
     assert_eq!(code(&fx.open(alice(), "USD", Overdraft::None)), "applied");
+    fx.assert_clean();
 }
 
 #[test]
@@ -246,6 +259,7 @@ fn zero_and_negative_amounts_are_refused_with_invalid_amount() {
         *amount = eur(-1);
     }
     assert_eq!(code(&fx.as_user("alice", kind)), "invalid_amount");
+    fx.assert_clean();
 }
 
 #[test]
@@ -287,6 +301,7 @@ fn merchant_sub_accounts_are_limited() {
         Some(Refusal::SubaccountLimit { max: 2, .. })
     ));
     assert_eq!(fx.available(&alice()), 9_700);
+    fx.assert_clean();
 }
 
 #[test]
@@ -311,6 +326,7 @@ fn a_payout_moves_merchant_money_to_the_world_within_its_balance() {
         amount: eur(1),
     };
     assert_eq!(code(&fx.as_merchant("shop", missing)), "account_not_found");
+    fx.assert_clean();
 }
 
 #[test]
@@ -337,6 +353,7 @@ fn refunds_return_money_less_the_fee_and_never_exceed_what_was_captured() {
     assert_eq!(fx.available(&shop()), 50);
     let info = fx.ledger.payment(&merchant("shop"), &id).unwrap().unwrap();
     assert_eq!(info.refunded, eur(600));
+    fx.assert_clean();
 }
 
 #[test]
@@ -366,6 +383,7 @@ fn refunds_of_unknown_payments_denied_refunds_and_bad_fees_are_refused() {
     let mismatch = fx.as_merchant("shop", refund("shop", &id, usd, None));
     assert_eq!(code(&mismatch), "currency_mismatch");
     assert_eq!(fx.available(&alice()), 400);
+    fx.assert_clean();
 }
 
 #[test]
@@ -382,6 +400,7 @@ fn a_refund_the_merchant_cannot_cover_is_refused_with_insufficient_funds() {
     );
     let result = fx.as_merchant("shop", refund("shop", &pid("alice", "p1"), eur(100), None));
     assert_eq!(code(&result), "insufficient_funds");
+    fx.assert_clean();
 }
 
 #[test]
@@ -399,6 +418,7 @@ fn one_refused_op_in_a_batch_does_not_fail_its_neighbours() {
     let codes: Vec<_> = results.iter().map(code).collect();
     assert_eq!(codes, ["applied", "insufficient_funds", "applied"]);
     assert_eq!(fx.available(&alice()), 400);
+    fx.assert_clean();
 }
 
 #[test]
@@ -407,6 +427,7 @@ fn receipts_carry_consecutive_journal_numbers() {
     let a = fx.as_user("alice", payment("alice", "shop", "a", eur(1), 0));
     let b = fx.as_user("alice", payment("alice", "shop", "b", eur(1), 0));
     assert_eq!(a.receipt().unwrap().seq + 1, b.receipt().unwrap().seq);
+    fx.assert_clean();
 }
 
 #[test]
@@ -429,6 +450,7 @@ fn history_lists_an_owners_postings_in_pages() {
     assert_eq!(second.next_after, None);
     assert_eq!(second.items[1].balance_after, eur(950));
     assert!(second.to_string().contains("payment"));
+    fx.assert_clean();
 }
 
 #[test]
@@ -448,6 +470,7 @@ fn payer_activity_counts_approved_payments_since_a_time() {
         .payer_activity(&merchant("shop"), &user("alice"), cur("EUR"), 0)
         .unwrap();
     assert_eq!(count, 2);
+    fx.assert_clean();
 }
 
 #[test]
@@ -460,4 +483,5 @@ fn outcomes_serialize_to_json_and_back() {
     let Some(Outcome::Applied(_)) = back.outcome() else {
         panic!("{json}")
     };
+    fx.assert_clean();
 }

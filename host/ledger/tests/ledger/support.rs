@@ -232,6 +232,13 @@ impl Fixture {
     pub fn held(&self, owner: &Owner) -> i64 {
         self.ledger.balance(owner, cur("EUR")).unwrap().held.minor()
     }
+
+    /// Both the writer and a fresh reader find the file consistent.
+    pub fn assert_clean(&self) {
+        let report = self.reader().verify().unwrap();
+        assert!(report.is_clean(), "{report}");
+        assert_eq!(self.ledger.verify().unwrap(), report);
+    }
 }
 
 pub fn alice() -> Owner {
