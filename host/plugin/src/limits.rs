@@ -1,0 +1,166 @@
+//! The limits every plugin call and upload runs under.
+//!
+//! A merchant's plugin is untrusted code running inside the payment host, so
+//! everything it can consume has a bound: instructions, wall time, memory,
+//! stack, the size of its answer, its logs, and the host queries it makes.
+//! Each limit is a field of [`Limits`], read from the operator's config with a
+//! default that says why it is what it is. Units are the last word of every
+//! name.
+
+use serde::{Deserialize, Serialize};
+
+/// One KiB, for readable defaults.
+const KIB: usize = 1024;
+/// One MiB, for readable defaults.
+const MIB: usize = 1024 * KIB;
+
+/// The smallest linear memory worth allowing: one WebAssembly page.
+const WASM_PAGE_BYTES: usize = 64 * KIB;
+
+/// The largest wasm stack the config may ask for. Guest code runs on the
+/// calling thread's native stack, and tokio's worker threads have 2 MiB; a
+/// wasm stack near that size would overflow the host thread instead of
+/// trapping in the guest.
+pub const STACK_BYTES_CEILING: usize = MIB;
+
+/// Limits on plugin calls and uploads. Missing fields take their defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Fuel units (about one per wasm instruction) a call may burn,
+    /// instantiation included. Shopify Functions allow 11 million; our
+    /// example plugins use well under one percent of that (see
+    /// `BENCHMARKS.md`), so the default leaves room for real rules while
+    /// bounding a hostile loop to a few milliseconds.
+    pub fuel_max: u64,
+    /// Wall-clock backstop per call in milliseconds, enforced by epoch
+    /// interruption. Fuel is the deterministic limit; this one catches what
+    /// fuel does not count (slow host queries returning into a loop, fuel
+    /// accounting gaps) and is set well above what `fuel_max` takes.
+    pub timeout_ms: u64,
+    /// Total linear memory of one call's instance, in bytes. 16 MiB is ample
+    /// for pricing rules and small enough that many calls run at once.
+    pub memory_bytes_max: usize,
+    /// Wasm stack per call in bytes, at most [`STACK_BYTES_CEILING`].
+    /// Deep recursion traps as a stack overflow at this depth.
+    pub stack_bytes_max: usize,
+    /// Bytes the host will copy out of the guest in one go: the whole
+    /// decision it returns (string bytes plus list elements at their host
+    /// size), or the arguments of one import call. Enforced by wasmtime while
+    /// it reads the guest's memory, before anything is allocated for it, so
+    /// a plugin cannot make the host allocate more than this per call.
+    pub output_bytes_max: usize,
+    /// Log bytes kept per call, each line counted at its length plus a small
+    /// fixed overhead; later lines are dropped and the log marked truncated.
+    pub log_bytes_max: usize,
+    /// Longest log line kept, in bytes; longer lines are cut (at a character
+    /// boundary) and the log marked truncated.
+    pub log_line_bytes_max: usize,
+    /// Largest component accepted at upload, in bytes. Compile time grows
+    /// with size; our examples are a few tens of KiB.
+    pub component_bytes_max: usize,
+    /// Most configuration entries a plugin version may carry.
+    pub config_entries_max: usize,
+    /// Most configuration bytes (keys plus values) a plugin version may carry.
+    pub config_bytes_max: usize,
+    /// Most `payer-activity` queries per call. Each is a ledger read the
+    /// host does on the plugin's behalf, so they are bounded separately from
+    /// fuel, which does not count host work.
+    pub activity_queries_max: u32,
+    /// Calls that may run at once when the pooling allocator is used (its
+    /// slots are reserved up front); 0 allocates each call's memory on demand
+    /// instead. A call that finds every slot busy fails with `plugin_busy`.
+    pub pooling_slots: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            fuel_max: 11_000_000,
+            timeout_ms: 200,
+            memory_bytes_max: 16 * MIB,
+            stack_bytes_max: 512 * KIB,
+            output_bytes_max: 64 * KIB,
+            log_bytes_max: 8 * KIB,
+            log_line_bytes_max: KIB,
+            component_bytes_max: 4 * MIB,
+            config_entries_max: 64,
+            config_bytes_max: 16 * KIB,
+            activity_queries_max: 8,
+            pooling_slots: 0,
+        }
+    }
+}
+
+impl Limits {
+    /// Every limit that cannot work, all at once, so an operator fixes the
+    /// config in one go.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, problem: String| {
+            if !ok {
+                problems.push(problem);
+            }
+        };
+        check(self.fuel_max > 0, "fuel_max must be positive".into());
+        check(self.timeout_ms > 0, "timeout_ms must be positive".into());
+        check(
+            self.memory_bytes_max >= WASM_PAGE_BYTES,
+            format!("memory_bytes_max must be at least one wasm page ({WASM_PAGE_BYTES})"),
+        );
+        check(
+            (64 * KIB..=STACK_BYTES_CEILING).contains(&self.stack_bytes_max),
+            format!(
+                "stack_bytes_max must be between {} and {STACK_BYTES_CEILING}",
+                64 * KIB
+            ),
+        );
+        check(
+            self.output_bytes_max >= KIB,
+            format!("output_bytes_max must be at least {KIB}"),
+        );
+        check(
+            self.log_line_bytes_max > 0 && self.log_line_bytes_max <= self.log_bytes_max,
+            "log_line_bytes_max must be positive and at most log_bytes_max".into(),
+        );
+        check(
+            self.log_line_bytes_max <= self.output_bytes_max,
+            "log_line_bytes_max must be at most output_bytes_max (a longer line cannot reach the host)".into(),
+        );
+        check(
+            self.component_bytes_max > 0,
+            "component_bytes_max must be positive".into(),
+        );
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(Limits::default().problems(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let limits = Limits {
+            fuel_max: 0,
+            timeout_ms: 0,
+            stack_bytes_max: 8 * MIB,
+            ..Limits::default()
+        };
+        let problems = limits.problems();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+
+    #[test]
+    fn missing_fields_take_defaults_and_unknown_fields_are_refused() {
+        let limits: Limits = serde_json::from_str(r#"{"fuel_max": 5}"#).unwrap();
+        assert_eq!(limits.fuel_max, 5);
+        assert_eq!(limits.timeout_ms, Limits::default().timeout_ms);
+        assert!(serde_json::from_str::<Limits>(r#"{"fuel": 5}"#).is_err());
+    }
+}

@@ -1,0 +1,628 @@
+//! The runtime: one wasmtime engine, the host's imports, and the call path.
+//!
+//! Upload: [`Runtime::compile`] checks that the bytes are a component of
+//! acceptable size that imports only the `host` interface and exports
+//! `rules` with the right types, then compiles it once into an artifact
+//! cached by `(sha256, engine hash)`. Activation: [`Runtime::load`] turns a
+//! stored artifact into a [`LoadedPlugin`] holding a pre-linked
+//! `InstancePre`. Each call: a fresh `Store` with its own fuel, deadline,
+//! memory limiter and log; instantiate, call, convert the answer, drop the
+//! store. Nothing survives from one call to the next, and a trap ends only
+//! the store it happened in.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmpay_domain::{Decision, MerchantId, PluginRef, RefundDecision};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+
+use crate::bindings::wasmpay::plugin::types as wit;
+use crate::bindings::{MerchantRules, MerchantRulesPre};
+use crate::convert::{self, PaymentInput, RefundInput};
+use crate::error::{PluginError, RuntimeError, UploadError};
+use crate::host::{self, CallState, Fault, HostQueries, LogLine};
+use crate::limits::Limits;
+
+/// The interfaces a plugin may import. `types` appears when the host
+/// interface's `use` of it is kept as an import; it has no functions.
+const ALLOWED_IMPORTS: [&str; 2] = ["wasmpay:plugin/host@0.1.0", "wasmpay:plugin/types@0.1.0"];
+/// The interface a plugin must export.
+const RULES_EXPORT: &str = "wasmpay:plugin/rules@0.1.0";
+
+/// How often the epoch ticker advances the engine's epoch. Deadlines are
+/// whole ticks, so a call's timeout is honoured to within one tick; 5 ms is
+/// tight enough for a 200 ms backstop and costs 200 wake-ups a second.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// What wasmtime says when a guest hands the host more bytes than the
+/// store's hostcall fuel allows. The error type is private to wasmtime, so
+/// its text is matched; `giant_output_is_refused_by_size` pins it.
+const HOSTCALL_FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls has been exhausted";
+
+/// The compiled form of an uploaded component, ready to store.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Compiled {
+    /// Lower-case hex SHA-256 of the uploaded component bytes.
+    pub sha256: String,
+    /// Native code for this engine (see [`Runtime::engine_hash`]).
+    pub artifact: Vec<u8>,
+}
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compiled")
+            .field("sha256", &self.sha256)
+            .field("artifact_bytes", &self.artifact.len())
+            .finish()
+    }
+}
+
+/// What the registry knows about a plugin version besides its code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginMeta {
+    pub merchant: MerchantId,
+    /// Per-merchant version number, from 1.
+    pub version: u32,
+    /// SHA-256 of the uploaded component, as in [`Compiled::sha256`].
+    pub sha256: String,
+    /// The merchant's configuration for this version, read by `config-get`.
+    pub config: BTreeMap<String, String>,
+}
+
+/// A plugin version ready to call: compiled, linked and type-checked.
+pub struct LoadedPlugin {
+    merchant: MerchantId,
+    plugin: PluginRef,
+    /// Shared with every call's store, so a call costs no copy of it.
+    config: Arc<BTreeMap<String, String>>,
+    /// Imports resolved and exports located once per version; each call
+    /// only instantiates.
+    pre: MerchantRulesPre<CallState>,
+}
+
+impl LoadedPlugin {
+    /// The merchant whose rules these are.
+    pub fn merchant(&self) -> &MerchantId {
+        &self.merchant
+    }
+
+    /// The version and hash recorded with every decision it makes.
+    pub fn plugin_ref(&self) -> &PluginRef {
+        &self.plugin
+    }
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("merchant", &self.merchant)
+            .field("plugin", &self.plugin)
+            .field("config_keys", &self.config.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A plugin's answer with what it cost and what it logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Called<T> {
+    pub value: T,
+    /// Which version made the decision: stored with every ledger entry.
+    pub plugin: PluginRef,
+    /// Fuel units burned, instantiation included.
+    pub fuel_used: u64,
+    /// Wall time from store creation to converted answer.
+    pub elapsed: Duration,
+    pub logs: Vec<LogLine>,
+    /// Whether lines were cut or dropped to stay within the log limits.
+    pub logs_truncated: bool,
+}
+
+/// A call's outcome with its trace, kept even when the call failed (the
+/// local runner shows a failing plugin's logs).
+#[derive(Debug)]
+pub(crate) struct Traced<T> {
+    pub(crate) result: Result<T, PluginError>,
+    pub(crate) fuel_used: u64,
+    pub(crate) elapsed: Duration,
+    pub(crate) logs: Vec<LogLine>,
+    pub(crate) logs_truncated: bool,
+}
+
+impl<T> Traced<T> {
+    fn into_called(self, plugin: &LoadedPlugin) -> Result<Called<T>, PluginError> {
+        Ok(Called {
+            value: self.result?,
+            plugin: plugin.plugin.clone(),
+            fuel_used: self.fuel_used,
+            elapsed: self.elapsed,
+            logs: self.logs,
+            logs_truncated: self.logs_truncated,
+        })
+    }
+}
+
+/// Runs merchant plugins under [`Limits`]. One per process; share it.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<CallState>,
+    limits: Limits,
+    engine_hash: String,
+    /// Epoch ticks per call before the deadline traps.
+    deadline_ticks: u64,
+    _ticker: EpochTicker,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("limits", &self.limits)
+            .field("engine_hash", &self.engine_hash)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Builds the engine, links the host imports and starts the epoch
+    /// ticker (stopped when the runtime is dropped).
+    pub fn new(limits: Limits) -> Result<Self, RuntimeError> {
+        let problems = limits.problems();
+        if !problems.is_empty() {
+            return Err(RuntimeError::InvalidLimits(problems));
+        }
+        let engine = Engine::new(&engine_config(&limits))
+            .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        MerchantRules::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(|e| RuntimeError::Engine(format!("linking host imports: {e:#}")))?;
+        let mut hasher = Sha256Hasher::default();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_hash = hex::encode(hasher.0.finalize());
+        let tick_ms = EPOCH_TICK.as_millis() as u64;
+        // One extra tick: the first may come at once after the deadline is
+        // set, and the timeout must never be cut short.
+        let deadline_ticks = limits.timeout_ms.div_ceil(tick_ms) + 1;
+        let ticker = EpochTicker::start(engine.clone())
+            .map_err(|e| RuntimeError::Engine(format!("starting the epoch ticker: {e}")))?;
+        Ok(Self {
+            engine,
+            linker,
+            limits,
+            engine_hash,
+            deadline_ticks,
+            _ticker: ticker,
+        })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Lower-case hex SHA-256 of the engine's compatibility hash (wasmtime
+    /// version, target, compiler settings, enabled features). An artifact
+    /// compiled by an engine with the same hash loads in this one; cache
+    /// artifacts by `(sha256, engine_hash)` and recompile on a miss.
+    pub fn engine_hash(&self) -> String {
+        self.engine_hash.clone()
+    }
+
+    /// Validates an uploaded component and compiles it to an artifact.
+    pub fn compile(&self, wasm: &[u8]) -> Result<Compiled, UploadError> {
+        if wasm.len() > self.limits.component_bytes_max {
+            return Err(UploadError::ComponentTooLarge {
+                size_bytes: wasm.len(),
+                component_bytes_max: self.limits.component_bytes_max,
+            });
+        }
+        check_header(wasm)?;
+        let component = Component::new(&self.engine, wasm)
+            .map_err(|e| UploadError::CompileFailed(format!("{e:#}")))?;
+        self.link(&component)?;
+        let artifact = component
+            .serialize()
+            .map_err(|e| UploadError::CompileFailed(format!("serializing: {e:#}")))?;
+        Ok(Compiled {
+            sha256: hex::encode(Sha256::digest(wasm)),
+            artifact,
+        })
+    }
+
+    /// Loads an artifact made by [`Runtime::compile`] on an engine with the
+    /// same [`Runtime::engine_hash`].
+    pub fn load(
+        &self,
+        artifact: &[u8],
+        meta: PluginMeta,
+    ) -> Result<Arc<LoadedPlugin>, UploadError> {
+        self.check_config(&meta.config)?;
+        #[allow(unsafe_code)]
+        // SAFETY: `Component::deserialize` trusts its bytes to be native code
+        // this wasmtime produced. The registry only stores artifacts that
+        // `Runtime::compile` produced on this host, keyed by the component's
+        // sha256 and `engine_hash`, and never accepts artifacts from outside;
+        // wasmtime itself refuses bytes from an incompatible engine.
+        let component = unsafe { Component::deserialize(&self.engine, artifact) }
+            .map_err(|e| UploadError::ArtifactInvalid(format!("{e:#}")))?;
+        // The checks are cheap and the artifact is only as trustworthy as the
+        // store it came from, so they run again.
+        let pre = self.link(&component)?;
+        // Build the copy-on-write memory image now rather than in the first
+        // payment's call.
+        component
+            .initialize_copy_on_write_image()
+            .map_err(|e| UploadError::ArtifactInvalid(format!("memory image: {e:#}")))?;
+        Ok(Arc::new(LoadedPlugin {
+            merchant: meta.merchant,
+            plugin: PluginRef {
+                version: meta.version,
+                sha256: meta.sha256,
+            },
+            config: Arc::new(meta.config),
+            pre,
+        }))
+    }
+
+    /// Asks `plugin` to price and decide a payment.
+    ///
+    /// `queries` answers the plugin's `payer-activity` questions for this
+    /// payment; it is shared with the call's store, which is why it is an
+    /// `Arc` (a store's data must own what it holds).
+    pub fn decide_payment(
+        &self,
+        plugin: &LoadedPlugin,
+        queries: Arc<dyn HostQueries>,
+        request: &PaymentInput,
+    ) -> Result<Called<Decision>, PluginError> {
+        self.decide_payment_traced(plugin, queries, request)
+            .into_called(plugin)
+    }
+
+    /// Asks `plugin` to allow or deny a refund.
+    pub fn decide_refund(
+        &self,
+        plugin: &LoadedPlugin,
+        queries: Arc<dyn HostQueries>,
+        request: &RefundInput,
+    ) -> Result<Called<RefundDecision>, PluginError> {
+        self.decide_refund_traced(plugin, queries, request)
+            .into_called(plugin)
+    }
+
+    pub(crate) fn decide_payment_traced(
+        &self,
+        plugin: &LoadedPlugin,
+        queries: Arc<dyn HostQueries>,
+        request: &PaymentInput,
+    ) -> Traced<Decision> {
+        assert_eq!(
+            request.merchant, plugin.merchant,
+            "a payment must go to its own merchant's plugin"
+        );
+        let request = request.to_wit();
+        self.call(
+            plugin,
+            queries,
+            |rules, store| {
+                rules
+                    .wasmpay_plugin_rules()
+                    .call_decide_payment(store, &request)
+            },
+            convert::decision,
+        )
+    }
+
+    pub(crate) fn decide_refund_traced(
+        &self,
+        plugin: &LoadedPlugin,
+        queries: Arc<dyn HostQueries>,
+        request: &RefundInput,
+    ) -> Traced<RefundDecision> {
+        assert_eq!(
+            request.merchant, plugin.merchant,
+            "a refund must go to its own merchant's plugin"
+        );
+        let request = request.to_wit();
+        self.call(
+            plugin,
+            queries,
+            |rules, store| {
+                rules
+                    .wasmpay_plugin_rules()
+                    .call_decide_refund(store, &request)
+            },
+            convert::refund_decision,
+        )
+    }
+
+    /// One isolated call: fresh store, instantiate, invoke, convert, drop.
+    fn call<W, T>(
+        &self,
+        plugin: &LoadedPlugin,
+        queries: Arc<dyn HostQueries>,
+        invoke: impl FnOnce(&MerchantRules, &mut Store<CallState>) -> wasmtime::Result<W>,
+        convert: impl FnOnce(W) -> Result<T, String>,
+    ) -> Traced<T> {
+        let started = Instant::now();
+        let state = CallState::new(plugin.config.clone(), queries, &self.limits);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        // Cannot fail: fuel is enabled in the engine config.
+        store
+            .set_fuel(self.limits.fuel_max)
+            .expect("fuel is enabled");
+        store.set_epoch_deadline(self.deadline_ticks);
+        store.epoch_deadline_trap();
+        store.set_hostcall_fuel(self.limits.output_bytes_max);
+
+        let answer = plugin
+            .pre
+            .instantiate(&mut store)
+            .and_then(|rules| invoke(&rules, &mut store));
+        let fuel_used = self.limits.fuel_max - store.get_fuel().unwrap_or(0);
+        let result = match answer {
+            Ok(answer) => convert(answer).map_err(PluginError::MalformedOutput),
+            Err(error) => Err(self.classify(&error, store.data())),
+        };
+        // The store is dropped here whatever happened: after a trap its
+        // instance is poisoned, and no call may see another's state.
+        let state = store.into_data();
+        Traced {
+            result,
+            fuel_used,
+            elapsed: started.elapsed(),
+            logs: state.log.lines,
+            logs_truncated: state.log.truncated,
+        }
+    }
+
+    /// Names the limit or fault that ended a call, from what the host
+    /// recorded first and wasmtime's trap code second.
+    fn classify(&self, error: &wasmtime::Error, state: &CallState) -> PluginError {
+        let limits = &self.limits;
+        if let Some(fault) = state.fault.clone().or_else(|| state.limiter.refused()) {
+            return match fault {
+                Fault::MemoryLimit { requested_bytes } => PluginError::MemoryLimit {
+                    requested_bytes,
+                    memory_bytes_max: limits.memory_bytes_max,
+                },
+                Fault::TooManyQueries => PluginError::TooManyQueries {
+                    activity_queries_max: limits.activity_queries_max,
+                },
+                Fault::HostQueryFailed(text) => PluginError::HostQueryFailed(text),
+                Fault::BadQuery(text) => PluginError::Trap(text),
+            };
+        }
+        if let Some(trap) = error.downcast_ref::<Trap>() {
+            return match trap {
+                Trap::OutOfFuel => PluginError::OutOfFuel {
+                    fuel_max: limits.fuel_max,
+                },
+                Trap::Interrupt => PluginError::Timeout {
+                    timeout_ms: limits.timeout_ms,
+                },
+                Trap::StackOverflow => PluginError::StackOverflow {
+                    stack_bytes_max: limits.stack_bytes_max,
+                },
+                other => PluginError::Trap(with_guest_words(other.to_string(), state)),
+            };
+        }
+        if error
+            .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+            .is_some()
+        {
+            return PluginError::Busy {
+                pooling_slots: limits.pooling_slots,
+            };
+        }
+        let text = format!("{error:#}");
+        if text.contains(HOSTCALL_FUEL_EXHAUSTED) {
+            return PluginError::OutputTooLarge {
+                output_bytes_max: limits.output_bytes_max,
+            };
+        }
+        PluginError::Trap(with_guest_words(text, state))
+    }
+
+    /// Checks imports and exports and links the component to the host.
+    fn link(&self, component: &Component) -> Result<MerchantRulesPre<CallState>, UploadError> {
+        let ty = component.component_type();
+        let forbidden: Vec<&str> = ty
+            .imports(&self.engine)
+            .map(|(name, _)| name)
+            .filter(|name| !ALLOWED_IMPORTS.contains(name))
+            .collect();
+        if !forbidden.is_empty() {
+            return Err(UploadError::ForbiddenImport {
+                import: forbidden.join("`, `"),
+            });
+        }
+        let wrong = UploadError::WrongWorld;
+        let rules = match component.get_export(None, RULES_EXPORT) {
+            Some((ComponentItem::ComponentInstance(_), index)) => index,
+            Some(_) => return Err(wrong(format!("export `{RULES_EXPORT}` is not an instance"))),
+            None => return Err(wrong(format!("missing export `{RULES_EXPORT}`"))),
+        };
+        // Type-checks every import against the host's definitions.
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| wrong(format!("imports do not match the host: {e:#}")))?;
+        let func = |name: &str| match component.get_export(Some(&rules), name) {
+            Some((ComponentItem::ComponentFunc(func), _)) => Ok(func),
+            Some(_) => Err(wrong(format!("`{RULES_EXPORT}/{name}` is not a function"))),
+            None => Err(wrong(format!("`{RULES_EXPORT}` lacks `{name}`"))),
+        };
+        let (payment, refund) = (func("decide-payment")?, func("decide-refund")?);
+        // The same checks `bindgen!` runs at every instantiation, run once
+        // here so that a mistyped export is refused at upload.
+        let instance_type = pre.instance_type();
+        let mistyped = |name: &str, e: wasmtime::Error| {
+            wrong(format!("`{RULES_EXPORT}/{name}` has the wrong type: {e:#}"))
+        };
+        payment
+            .typecheck::<(&wit::PaymentRequest,), (wit::PaymentDecision,)>(&instance_type)
+            .map_err(|e| mistyped("decide-payment", e))?;
+        refund
+            .typecheck::<(&wit::RefundRequest,), (wit::RefundDecision,)>(&instance_type)
+            .map_err(|e| mistyped("decide-refund", e))?;
+        MerchantRulesPre::new(pre).map_err(|e| wrong(format!("{e:#}")))
+    }
+
+    fn check_config(&self, config: &BTreeMap<String, String>) -> Result<(), UploadError> {
+        let limits = &self.limits;
+        if config.len() > limits.config_entries_max {
+            return Err(UploadError::ConfigTooLarge(format!(
+                "{} entries, at most {} allowed",
+                config.len(),
+                limits.config_entries_max
+            )));
+        }
+        let bytes: usize = config.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if bytes > limits.config_bytes_max {
+            return Err(UploadError::ConfigTooLarge(format!(
+                "{bytes} bytes, at most {} allowed",
+                limits.config_bytes_max
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Adds the guest's last error-level log line (its panic message, if the
+/// SDK's panic handler ran) to a trap's text.
+fn with_guest_words(text: String, state: &CallState) -> String {
+    match &state.log.last_error {
+        Some(said) => format!("{text}; the plugin logged: {said}"),
+        None => text,
+    }
+}
+
+/// Tells a core module, text and random bytes apart from a component
+/// before the compiler sees them, so the refusal says which it is.
+fn check_header(wasm: &[u8]) -> Result<(), UploadError> {
+    const MAGIC: &[u8] = b"\0asm";
+    const CORE_MODULE: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
+    const COMPONENT: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
+    let not = UploadError::NotAComponent;
+    if wasm.len() < 8 || &wasm[..4] != MAGIC {
+        let text = std::str::from_utf8(&wasm[..wasm.len().min(64)]).unwrap_or("");
+        if text.trim_start().starts_with('(') {
+            return Err(not(
+                "this is WebAssembly text; upload the binary component (`wasm-tools parse`)".into(),
+            ));
+        }
+        return Err(not(
+            "not WebAssembly at all (a WebAssembly binary starts with `\\0asm`)".into(),
+        ));
+    }
+    match <[u8; 4]>::try_from(&wasm[4..8]) {
+        Ok(CORE_MODULE) => Err(not(
+            "this is a core WebAssembly module; build a component for the merchant-rules world \
+             (`cargo build --target wasm32-wasip2` with the SDK, or `wasm-tools component new`)"
+                .into(),
+        )),
+        Ok(COMPONENT) => Ok(()),
+        _ => Err(not(format!(
+            "unknown WebAssembly version/layer {:02x?}",
+            &wasm[4..8]
+        ))),
+    }
+}
+
+/// The engine every plugin runs on.
+fn engine_config(limits: &Limits) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    // Component-model async is compiled out (no `component-model-async`
+    // feature); say so explicitly, since 48 defaults it on where compiled in
+    // and it had a sandbox-escape class bug.
+    config.concurrency_support(false);
+    config.consume_fuel(true);
+    config.epoch_interruption(true);
+    config.max_wasm_stack(limits.stack_bytes_max);
+    // Each call maps the plugin's initial memory copy-on-write instead of
+    // copying its data segments.
+    config.memory_init_cow(true);
+    // Same input, same output: no relaxed SIMD (its results vary by CPU),
+    // and NaNs canonicalized so float bits do not depend on the CPU either.
+    config.wasm_relaxed_simd(false);
+    config.cranelift_nan_canonicalization(true);
+    // Nothing a pricing rule needs, and less surface.
+    config.wasm_memory64(false);
+    config.wasm_multi_memory(false);
+    if limits.pooling_slots > 0 {
+        let slots = limits.pooling_slots;
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(slots)
+            .total_core_instances(slots * host::CORE_INSTANCES_MAX as u32)
+            .total_memories(slots * host::MEMORIES_MAX as u32)
+            .total_tables(slots * host::TABLES_MAX as u32)
+            .max_memory_size(limits.memory_bytes_max);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on a dedicated thread
+/// (tighter than an async interval) until dropped.
+struct EpochTicker {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> std::io::Result<Self> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("wasmpay-epoch".into())
+            .spawn(move || {
+                // Ends when the sender is dropped (or sends).
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(EPOCH_TICK) {
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            // The thread only loops on a channel; it cannot panic.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Feeds `Hash` output into SHA-256, so the engine hash is a stable digest
+/// rather than `DefaultHasher`'s unspecified algorithm.
+#[derive(Default)]
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        let digest = self.0.clone().finalize();
+        u64::from_le_bytes(
+            digest[..8]
+                .try_into()
+                .expect("a SHA-256 digest has 32 bytes"),
+        )
+    }
+}

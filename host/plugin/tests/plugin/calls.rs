@@ -1,0 +1,358 @@
+//! Calls under limits: each fault ends as its typed error naming the limit,
+//! and the runtime keeps serving.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmpay_domain::{Currency, Decision, Money, PlatformFee, QuoteLimits, RefundDecision};
+use wasmpay_plugin::{
+    Called, HostQueries, Limits, LogLevel, NoActivity, PluginError, RefundInput, Runtime,
+};
+
+use crate::fixtures::{self, payment};
+
+fn call(runtime: &Runtime, wasm: &[u8]) -> Result<Called<Decision>, PluginError> {
+    let plugin = fixtures::load(runtime, wasm, 1);
+    runtime.decide_payment(&plugin, Arc::new(NoActivity), &payment())
+}
+
+/// Runs `body` under `limits`, expects the call to fail with `code` and a
+/// message mentioning each of `words`, then checks that a good plugin on the
+/// same runtime still answers.
+fn check_fault(limits: Limits, body: &str, code: &str, words: &[&str]) -> PluginError {
+    let runtime = Runtime::new(limits).unwrap();
+    let error = call(&runtime, &fixtures::rules(body)).expect_err("the call must fail");
+    assert_eq!(error.code(), code, "{error}");
+    let message = error.to_string();
+    for word in words {
+        assert!(
+            message.contains(word),
+            "`{message}` should mention `{word}`"
+        );
+    }
+    let next = call(&runtime, &fixtures::answering(fixtures::APPROVE_FEE));
+    assert!(next.is_ok(), "the runtime must keep serving: {next:?}");
+    error
+}
+
+const LOOP: &str = "(loop $forever (br $forever)) (i32.const 256)";
+
+#[test]
+fn a_decline_comes_back_with_its_code_and_message() {
+    let runtime = Runtime::new(Limits::default()).unwrap();
+    let called = call(&runtime, &fixtures::answering(fixtures::DECLINE)).unwrap();
+    let Decision::Decline { decline } = called.value else {
+        panic!("expected a decline, got {:?}", called.value);
+    };
+    assert_eq!(decline.code.as_str(), "declined_by_test");
+    assert_eq!(decline.message, "a message");
+}
+
+#[test]
+fn an_empty_quote_approves_the_amount_as_asked() {
+    let runtime = Runtime::new(Limits::default()).unwrap();
+    let called = call(&runtime, &fixtures::answering(fixtures::APPROVE_EMPTY)).unwrap();
+    assert_eq!(
+        called.value,
+        Decision::Approve {
+            quote: Default::default()
+        }
+    );
+}
+
+#[test]
+fn an_approval_carries_its_quote_version_hash_and_fuel() {
+    let runtime = Runtime::new(Limits::default()).unwrap();
+    let wasm = fixtures::answering(fixtures::APPROVE_FEE);
+    let plugin = fixtures::load(&runtime, &wasm, 7);
+    let called = runtime
+        .decide_payment(&plugin, Arc::new(NoActivity), &payment())
+        .unwrap();
+    let Decision::Approve { quote } = &called.value else {
+        panic!("expected an approval, got {:?}", called.value);
+    };
+    assert_eq!(quote.lines.len(), 1);
+    assert_eq!(quote.lines[0].code.as_str(), "service_fee");
+    assert_eq!(quote.lines[0].amount, fixtures::eur(30));
+    let settlement = quote
+        .settle(
+            fixtures::eur(1250),
+            PlatformFee::default(),
+            QuoteLimits::default(),
+        )
+        .unwrap();
+    assert_eq!(settlement.payer_total, fixtures::eur(1280));
+    assert_eq!(called.plugin.version, 7);
+    assert_eq!(&called.plugin, plugin.plugin_ref());
+    assert!(
+        called.fuel_used > 0 && called.fuel_used < 1_000,
+        "fuel used: {}",
+        called.fuel_used
+    );
+}
+
+#[test]
+fn a_refund_decision_comes_back_converted() {
+    let runtime = Runtime::new(Limits::default()).unwrap();
+    let plugin = fixtures::load(&runtime, &fixtures::answering(fixtures::DECLINE), 1);
+    let p = payment();
+    let refund = RefundInput {
+        payment_id: p.payment_id,
+        merchant: p.merchant,
+        payer: p.payer,
+        captured: fixtures::eur(1250),
+        refunded: fixtures::eur(0),
+        amount: fixtures::eur(500),
+        reason: Some("damaged".into()),
+        received_at_ms: 1_700_000_100_000,
+        captured_at_ms: 1_700_000_000_000,
+    };
+    let called = runtime
+        .decide_refund(&plugin, Arc::new(NoActivity), &refund)
+        .unwrap();
+    assert_eq!(called.value, RefundDecision::Allow { fee: None });
+}
+
+#[test]
+fn an_endless_loop_ends_as_out_of_fuel_naming_the_limit() {
+    let limits = Limits {
+        fuel_max: 1_000_000,
+        ..Limits::default()
+    };
+    check_fault(limits, LOOP, "plugin_out_of_fuel", &["1000000"]);
+}
+
+#[test]
+fn a_loop_with_fuel_to_spare_ends_at_the_deadline() {
+    let limits = Limits {
+        fuel_max: 1 << 60,
+        timeout_ms: 50,
+        ..Limits::default()
+    };
+    let started = std::time::Instant::now();
+    check_fault(limits, LOOP, "plugin_timeout", &["50 ms"]);
+    assert!(started.elapsed() >= Duration::from_millis(50));
+}
+
+#[test]
+fn a_memory_bomb_ends_at_the_memory_limit_naming_it() {
+    let body = "(loop $more (br_if $more (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
+                (i32.const 256)";
+    check_fault(
+        Limits::default(),
+        body,
+        "plugin_memory_limit",
+        &["16777216"],
+    );
+}
+
+#[test]
+fn unbounded_recursion_ends_as_a_stack_overflow() {
+    let body = "(drop (call $recurse (i32.const 0))) (i32.const 256)";
+    check_fault(
+        Limits::default(),
+        body,
+        "plugin_stack_overflow",
+        &["524288"],
+    );
+}
+
+#[test]
+fn a_trap_carries_the_guests_last_error_line() {
+    let body = "(call $log (i32.const 3) (i32.const 128) (i32.const 16)) unreachable";
+    check_fault(
+        Limits::default(),
+        body,
+        "plugin_trap",
+        &["unreachable", "hello from guest"],
+    );
+}
+
+#[test]
+fn a_division_by_zero_is_a_trap() {
+    let body = "(drop (i32.div_u (i32.const 1) (i32.const 0))) (i32.const 256)";
+    check_fault(Limits::default(), body, "plugin_trap", &["divide by zero"]);
+}
+
+#[test]
+fn an_answer_breaking_the_code_rule_is_malformed_output() {
+    let body = format!("(i32.const {})", fixtures::DECLINE_BAD_CODE);
+    check_fault(
+        Limits::default(),
+        &body,
+        "plugin_malformed_output",
+        &["decline code", "Bad Code"],
+    );
+}
+
+#[test]
+fn a_giant_answer_is_refused_by_size_before_the_host_holds_it() {
+    let body = format!("(i32.const {})", fixtures::APPROVE_GIANT);
+    check_fault(
+        Limits::default(),
+        &body,
+        "plugin_output_too_large",
+        &["65536"],
+    );
+}
+
+#[test]
+fn an_import_argument_over_the_output_limit_is_refused_by_size() {
+    let limits = Limits {
+        output_bytes_max: 4096,
+        log_line_bytes_max: 1024,
+        ..Limits::default()
+    };
+    let body = "(call $log (i32.const 1) (i32.const 2048) (i32.const 5000)) (i32.const 256)";
+    check_fault(limits, body, "plugin_output_too_large", &["4096"]);
+}
+
+#[test]
+fn log_spam_is_bounded_and_marked_truncated() {
+    let runtime = Runtime::new(Limits::default()).unwrap();
+    let body = "(local $i i32)
+        (loop $again
+          (call $log (i32.const 1) (i32.const 128) (i32.const 16))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $again (i32.lt_u (local.get $i) (i32.const 10000))))
+        (i32.const 256)";
+    let called = call(&runtime, &fixtures::rules(body)).unwrap();
+    assert!(called.logs_truncated);
+    let kept: usize = called.logs.iter().map(|l| l.message.len()).sum();
+    assert!(kept <= Limits::default().log_bytes_max, "kept {kept} bytes");
+    assert!(!called.logs.is_empty());
+    assert!(
+        called
+            .logs
+            .iter()
+            .all(|l| l.level == LogLevel::Info && l.message == "hello from guest")
+    );
+}
+
+#[test]
+fn a_long_log_line_is_cut_to_the_line_limit() {
+    let runtime = Runtime::new(Limits::default()).unwrap();
+    let body = "(call $log (i32.const 2) (i32.const 2048) (i32.const 5000)) (i32.const 256)";
+    let called = call(&runtime, &fixtures::rules(body)).unwrap();
+    assert!(called.logs_truncated);
+    assert_eq!(called.logs.len(), 1);
+    assert_eq!(
+        called.logs[0].message.len(),
+        Limits::default().log_line_bytes_max
+    );
+    assert_eq!(called.logs[0].level, LogLevel::Warn);
+}
+
+/// Asks `payer-activity` for EUR over a day, `times` times, then declines.
+fn asking_activity(times: u32) -> String {
+    format!(
+        "(local $i i32)
+        (loop $again
+          (call $activity (i32.const 86400) (i32.const 192) (i32.const 3) (i32.const 4096))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $again (i32.lt_u (local.get $i) (i32.const {times}))))
+        (i32.const 256)"
+    )
+}
+
+/// Counts the questions it is asked, answering each with 3 payments.
+#[derive(Default)]
+struct Counting(Mutex<Vec<(u32, Currency)>>);
+
+impl HostQueries for Counting {
+    fn payer_activity(&self, window: u32, currency: Currency) -> Result<(u32, Money), String> {
+        self.0.lock().unwrap().push((window, currency));
+        Ok((3, Money::from_minor(12_000, currency)))
+    }
+}
+
+#[test]
+fn activity_questions_reach_the_pipelines_queries() {
+    let runtime = Runtime::new(Limits::default()).unwrap();
+    let plugin = fixtures::load(&runtime, &fixtures::rules(&asking_activity(2)), 1);
+    let queries = Arc::new(Counting::default());
+    runtime
+        .decide_payment(&plugin, queries.clone(), &payment())
+        .unwrap();
+    let asked = queries.0.lock().unwrap().clone();
+    let eur = Currency::parse("EUR").unwrap();
+    assert_eq!(asked, vec![(86_400, eur), (86_400, eur)]);
+}
+
+#[test]
+fn too_many_activity_questions_end_the_call_naming_the_limit() {
+    check_fault(
+        Limits::default(),
+        &asking_activity(9),
+        "plugin_too_many_queries",
+        &["8 times"],
+    );
+}
+
+struct Failing;
+
+impl HostQueries for Failing {
+    fn payer_activity(&self, _: u32, _: Currency) -> Result<(u32, Money), String> {
+        Err("ledger unavailable".into())
+    }
+}
+
+#[test]
+fn a_failed_host_query_is_the_hosts_fault_not_the_plugins() {
+    let runtime = Runtime::new(Limits::default()).unwrap();
+    let plugin = fixtures::load(&runtime, &fixtures::rules(&asking_activity(1)), 1);
+    let error = runtime
+        .decide_payment(&plugin, Arc::new(Failing), &payment())
+        .unwrap_err();
+    assert_eq!(error.code(), "plugin_host_query_failed");
+    assert!(error.is_transient());
+    assert!(error.to_string().contains("ledger unavailable"), "{error}");
+}
+
+/// Holds the call inside `payer-activity` until told to let go.
+struct Blocking {
+    entered: Mutex<mpsc::Sender<()>>,
+    release: Mutex<mpsc::Receiver<()>>,
+}
+
+impl HostQueries for Blocking {
+    fn payer_activity(&self, _: u32, currency: Currency) -> Result<(u32, Money), String> {
+        self.entered.lock().unwrap().send(()).unwrap();
+        self.release.lock().unwrap().recv().unwrap();
+        Ok((0, Money::zero(currency)))
+    }
+}
+
+#[test]
+fn with_every_pool_slot_taken_a_call_fails_as_busy_and_then_succeeds() {
+    let runtime = Arc::new(
+        Runtime::new(Limits {
+            pooling_slots: 1,
+            ..Limits::default()
+        })
+        .unwrap(),
+    );
+    let plugin = fixtures::load(&runtime, &fixtures::rules(&asking_activity(1)), 1);
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel();
+    let blocking = Arc::new(Blocking {
+        entered: Mutex::new(entered_tx),
+        release: Mutex::new(release_rx),
+    });
+    let holder = {
+        let (runtime, plugin) = (runtime.clone(), plugin.clone());
+        std::thread::spawn(move || runtime.decide_payment(&plugin, blocking, &payment()))
+    };
+    entered.recv().unwrap();
+    let error = runtime
+        .decide_payment(&plugin, Arc::new(NoActivity), &payment())
+        .unwrap_err();
+    assert_eq!(error.code(), "plugin_busy", "{error}");
+    assert!(error.is_transient());
+    release.send(()).unwrap();
+    holder.join().unwrap().unwrap();
+    runtime
+        .decide_payment(&plugin, Arc::new(NoActivity), &payment())
+        .unwrap();
+}
