@@ -526,7 +526,7 @@ fn check_holds(conn: &Connection, problems: &mut Vec<Problem>) -> Result<(), Led
     let mut stmt = conn.prepare(
         "SELECT payment_id, group_concat(seq, ', ') FROM journal
          WHERE applied = 1 AND op IN ('capture', 'void', 'expire_hold')
-         GROUP BY payment_id HAVING count(*) > 1",
+         GROUP BY json_extract(request, '$.merchant'), payment_id HAVING count(*) > 1",
     )?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {

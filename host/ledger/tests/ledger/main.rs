@@ -3,6 +3,7 @@
 
 mod holds;
 mod idempotency;
+mod model;
 mod operations;
 mod plugins;
 mod storage;
