@@ -1,6 +1,7 @@
 //! The ledger's integration tests: one binary, real SQLite files in
 //! temporary directories, no mocks.
 
+mod crash;
 mod holds;
 mod idempotency;
 mod model;
