@@ -112,8 +112,62 @@ impl RefundInput {
     }
 }
 
+/// Why a plugin's answer was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Larger than `output_bytes_max`.
+    TooLarge { size_bytes: usize },
+    /// Breaks a rule of the contract; says which, and where.
+    Malformed(String),
+}
+
 /// A rule of the contract the plugin's answer breaks, with where.
 type Malformed = String;
+
+/// What the host holds for an answer: each item at its in-memory size plus
+/// the bytes of its strings. Counted before any conversion, so an oversized
+/// answer is refused as such rather than for its first bad string.
+fn money_bytes(value: &wit::Money) -> usize {
+    value.currency.len()
+}
+
+fn decline_bytes(value: &wit::Decline) -> usize {
+    size_of::<wit::Decline>() + value.code.len() + value.message.len()
+}
+
+fn decision_bytes(value: &wit::PaymentDecision) -> usize {
+    match value {
+        wit::PaymentDecision::Approve(quote) => {
+            let lines = quote.lines.iter().map(|line| {
+                size_of::<wit::QuoteLine>()
+                    + line.code.len()
+                    + line.description.len()
+                    + money_bytes(&line.amount)
+                    + line.account.as_ref().map_or(0, String::len)
+            });
+            let splits = (quote.splits.iter()).map(|split| {
+                size_of::<wit::Split>() + split.account.len() + money_bytes(&split.amount)
+            });
+            lines.chain(splits).fold(0, usize::saturating_add)
+        }
+        wit::PaymentDecision::Decline(decline) => decline_bytes(decline),
+    }
+}
+
+fn refund_decision_bytes(value: &wit::RefundDecision) -> usize {
+    match value {
+        wit::RefundDecision::Allow(fee) => fee.as_ref().map_or(0, money_bytes),
+        wit::RefundDecision::Deny(decline) => decline_bytes(decline),
+    }
+}
+
+fn within(size_bytes: usize, output_bytes_max: usize) -> Result<(), Refusal> {
+    if size_bytes > output_bytes_max {
+        Err(Refusal::TooLarge { size_bytes })
+    } else {
+        Ok(())
+    }
+}
 
 fn money(value: wit::Money, at: &str) -> Result<Money, Malformed> {
     let currency = Currency::parse(&value.currency).map_err(|e| format!("{at}: {e}"))?;
@@ -168,7 +222,15 @@ fn split(value: wit::Split, index: usize) -> Result<Split, Malformed> {
     })
 }
 
-pub(crate) fn decision(value: wit::PaymentDecision) -> Result<Decision, Malformed> {
+pub(crate) fn decision(
+    value: wit::PaymentDecision,
+    output_bytes_max: usize,
+) -> Result<Decision, Refusal> {
+    within(decision_bytes(&value), output_bytes_max)?;
+    decision_checked(value).map_err(Refusal::Malformed)
+}
+
+fn decision_checked(value: wit::PaymentDecision) -> Result<Decision, Malformed> {
     Ok(match value {
         wit::PaymentDecision::Approve(quote) => Decision::Approve {
             quote: Quote {
@@ -186,7 +248,15 @@ pub(crate) fn decision(value: wit::PaymentDecision) -> Result<Decision, Malforme
     })
 }
 
-pub(crate) fn refund_decision(value: wit::RefundDecision) -> Result<RefundDecision, Malformed> {
+pub(crate) fn refund_decision(
+    value: wit::RefundDecision,
+    output_bytes_max: usize,
+) -> Result<RefundDecision, Refusal> {
+    within(refund_decision_bytes(&value), output_bytes_max)?;
+    refund_checked(value).map_err(Refusal::Malformed)
+}
+
+fn refund_checked(value: wit::RefundDecision) -> Result<RefundDecision, Malformed> {
     Ok(match value {
         wit::RefundDecision::Allow(fee) => RefundDecision::Allow {
             fee: fee.map(|fee| money(fee, "refund fee")).transpose()?,
@@ -224,7 +294,7 @@ mod tests {
     #[test]
     fn a_well_formed_quote_converts_with_main_as_the_default_account() {
         let Decision::Approve { quote } =
-            decision(approve(vec![wit_line("fee", "EUR", None)])).unwrap()
+            decision(approve(vec![wit_line("fee", "EUR", None)]), 1 << 16).unwrap()
         else {
             panic!("expected an approval");
         };
@@ -235,7 +305,9 @@ mod tests {
     #[test]
     fn each_broken_rule_is_named_with_its_place() {
         let check = |answer: wit::PaymentDecision, expected: &str| {
-            let error = decision(answer).unwrap_err();
+            let Err(Refusal::Malformed(error)) = decision(answer, 1 << 16) else {
+                panic!("expected a malformed answer");
+            };
             assert!(
                 error.contains(expected),
                 "{error} should mention {expected}"
@@ -263,5 +335,20 @@ mod tests {
             }),
             "decline message",
         );
+    }
+
+    #[test]
+    fn an_answer_over_the_size_limit_is_refused_before_its_content_is_checked() {
+        let lines = vec![wit_line("Not A Code", "EUR", None); 100];
+        let size = decision_bytes(&approve(lines.clone()));
+        assert!(size > 100 * size_of::<wit::QuoteLine>());
+        assert_eq!(
+            decision(approve(lines.clone()), size - 1),
+            Err(Refusal::TooLarge { size_bytes: size })
+        );
+        assert!(matches!(
+            decision(approve(lines), size),
+            Err(Refusal::Malformed(_))
+        ));
     }
 }

@@ -31,11 +31,10 @@ pub enum PluginError {
     /// includes the guest's last error log line (its panic text) if any.
     #[error("plugin trapped: {0}")]
     Trap(String),
-    /// The plugin tried to hand the host more bytes in one go than allowed.
-    #[error(
-        "plugin output too large: it tried to pass more than {output_bytes_max} bytes to the host in one go"
-    )]
-    OutputTooLarge { output_bytes_max: usize },
+    /// The decision, or one import call's arguments, is larger than the
+    /// host accepts; the text says which limit and by how much.
+    #[error("plugin output too large: {0}")]
+    OutputTooLarge(String),
     /// The answer is well-typed but breaks a rule of the contract (a code
     /// with capital letters, an unknown currency, a text too long).
     #[error("plugin answered nonsense: {0}")]
@@ -62,7 +61,7 @@ impl PluginError {
             Self::MemoryLimit { .. } => "plugin_memory_limit",
             Self::StackOverflow { .. } => "plugin_stack_overflow",
             Self::Trap(_) => "plugin_trap",
-            Self::OutputTooLarge { .. } => "plugin_output_too_large",
+            Self::OutputTooLarge(_) => "plugin_output_too_large",
             Self::MalformedOutput(_) => "plugin_malformed_output",
             Self::TooManyQueries { .. } => "plugin_too_many_queries",
             Self::HostQueryFailed(_) => "plugin_host_query_failed",

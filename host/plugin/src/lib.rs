@@ -10,6 +10,7 @@
 //! - [`Runtime::load`]: a stored artifact becomes a [`LoadedPlugin`], linked
 //!   once per version.
 //! - [`PluginSet`]: which version is active per merchant, swapped atomically.
+//! - [`runner`]: what `wasmpay plugin run` shows a plugin author.
 //! - [`Runtime::decide_payment`] / [`Runtime::decide_refund`]: one fresh
 //!   store per call under [`Limits`]; the answer comes back converted into
 //!   domain types with its cost and logs ([`Called`]), or as a
@@ -25,6 +26,7 @@ mod error;
 mod host;
 mod limits;
 mod plugin_set;
+pub mod runner;
 mod runtime;
 
 pub use convert::{PaymentInput, RefundInput};

@@ -25,7 +25,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use crate::bindings::wasmpay::plugin::types as wit;
 use crate::bindings::{MerchantRules, MerchantRulesPre};
-use crate::convert::{self, PaymentInput, RefundInput};
+use crate::convert::{self, PaymentInput, RefundInput, Refusal};
 use crate::error::{PluginError, RuntimeError, UploadError};
 use crate::host::{self, CallState, Fault, HostQueries, LogLine};
 use crate::limits::Limits;
@@ -43,7 +43,9 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// What wasmtime says when a guest hands the host more bytes than the
 /// store's hostcall fuel allows. The error type is private to wasmtime, so
-/// its text is matched; `giant_output_is_refused_by_size` pins it.
+/// its text is matched; the test
+/// `an_answer_larger_than_guest_memory_is_refused_before_the_host_copies_it`
+/// pins it.
 const HOSTCALL_FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls has been exhausted";
 
 /// The compiled form of an uploaded component, ready to store.
@@ -124,26 +126,33 @@ pub struct Called<T> {
     pub logs_truncated: bool,
 }
 
-/// A call's outcome with its trace, kept even when the call failed (the
-/// local runner shows a failing plugin's logs).
+/// What a call cost and logged, kept even when the call failed (the local
+/// runner shows a failing plugin's logs).
 #[derive(Debug)]
-pub(crate) struct Traced<T> {
-    pub(crate) result: Result<T, PluginError>,
+pub(crate) struct Trace {
     pub(crate) fuel_used: u64,
     pub(crate) elapsed: Duration,
     pub(crate) logs: Vec<LogLine>,
     pub(crate) logs_truncated: bool,
 }
 
+/// A call's outcome with its trace.
+#[derive(Debug)]
+pub(crate) struct Traced<T> {
+    pub(crate) result: Result<T, PluginError>,
+    pub(crate) trace: Trace,
+}
+
 impl<T> Traced<T> {
     fn into_called(self, plugin: &LoadedPlugin) -> Result<Called<T>, PluginError> {
+        let trace = self.trace;
         Ok(Called {
             value: self.result?,
             plugin: plugin.plugin.clone(),
-            fuel_used: self.fuel_used,
-            elapsed: self.elapsed,
-            logs: self.logs,
-            logs_truncated: self.logs_truncated,
+            fuel_used: trace.fuel_used,
+            elapsed: trace.elapsed,
+            logs: trace.logs,
+            logs_truncated: trace.logs_truncated,
         })
     }
 }
@@ -349,7 +358,7 @@ impl Runtime {
         plugin: &LoadedPlugin,
         queries: Arc<dyn HostQueries>,
         invoke: impl FnOnce(&MerchantRules, &mut Store<CallState>) -> wasmtime::Result<W>,
-        convert: impl FnOnce(W) -> Result<T, String>,
+        convert: impl FnOnce(W, usize) -> Result<T, Refusal>,
     ) -> Traced<T> {
         let started = Instant::now();
         let state = CallState::new(plugin.config.clone(), queries, &self.limits);
@@ -361,7 +370,11 @@ impl Runtime {
             .expect("fuel is enabled");
         store.set_epoch_deadline(self.deadline_ticks);
         store.epoch_deadline_trap();
-        store.set_hostcall_fuel(self.limits.output_bytes_max);
+        // What the host copies out of the guest in one go (the decision, or
+        // one import's arguments) is bounded by the guest's own memory size:
+        // a log line longer than that cannot exist, and a decision whose
+        // entries all alias one string cannot multiply it.
+        store.set_hostcall_fuel(self.limits.memory_bytes_max);
 
         let answer = plugin
             .pre
@@ -369,7 +382,15 @@ impl Runtime {
             .and_then(|rules| invoke(&rules, &mut store));
         let fuel_used = self.limits.fuel_max - store.get_fuel().unwrap_or(0);
         let result = match answer {
-            Ok(answer) => convert(answer).map_err(PluginError::MalformedOutput),
+            Ok(answer) => {
+                convert(answer, self.limits.output_bytes_max).map_err(|refusal| match refusal {
+                    Refusal::TooLarge { size_bytes } => PluginError::OutputTooLarge(format!(
+                        "the decision takes {size_bytes} bytes, at most {} are allowed",
+                        self.limits.output_bytes_max
+                    )),
+                    Refusal::Malformed(detail) => PluginError::MalformedOutput(detail),
+                })
+            }
             Err(error) => Err(self.classify(&error, store.data())),
         };
         // The store is dropped here whatever happened: after a trap its
@@ -377,10 +398,12 @@ impl Runtime {
         let state = store.into_data();
         Traced {
             result,
-            fuel_used,
-            elapsed: started.elapsed(),
-            logs: state.log.lines,
-            logs_truncated: state.log.truncated,
+            trace: Trace {
+                fuel_used,
+                elapsed: started.elapsed(),
+                logs: state.log.lines,
+                logs_truncated: state.log.truncated,
+            },
         }
     }
 
@@ -425,9 +448,10 @@ impl Runtime {
         }
         let text = format!("{error:#}");
         if text.contains(HOSTCALL_FUEL_EXHAUSTED) {
-            return PluginError::OutputTooLarge {
-                output_bytes_max: limits.output_bytes_max,
-            };
+            return PluginError::OutputTooLarge(format!(
+                "the plugin passed more than {} bytes to the host in one go",
+                limits.memory_bytes_max
+            ));
         }
         PluginError::Trap(with_guest_words(text, state))
     }

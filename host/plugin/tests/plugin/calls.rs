@@ -187,25 +187,31 @@ fn an_answer_breaking_the_code_rule_is_malformed_output() {
 }
 
 #[test]
-fn a_giant_answer_is_refused_by_size_before_the_host_holds_it() {
+fn a_giant_answer_is_refused_by_its_size() {
     let body = format!("(i32.const {})", fixtures::APPROVE_GIANT);
     check_fault(
         Limits::default(),
         &body,
         "plugin_output_too_large",
-        &["65536"],
+        &["the decision takes", "at most 65536"],
     );
 }
 
 #[test]
-fn an_import_argument_over_the_output_limit_is_refused_by_size() {
+fn an_answer_larger_than_guest_memory_is_refused_before_the_host_copies_it() {
+    // 900 quote lines fit in the guest's one page as 56-byte records, but
+    // take twice that on the host: more than a 64 KiB guest may hand over.
     let limits = Limits {
-        output_bytes_max: 4096,
-        log_line_bytes_max: 1024,
+        memory_bytes_max: 65_536,
         ..Limits::default()
     };
-    let body = "(call $log (i32.const 1) (i32.const 2048) (i32.const 5000)) (i32.const 256)";
-    check_fault(limits, body, "plugin_output_too_large", &["4096"]);
+    let body = format!("(i32.const {})", fixtures::APPROVE_GIANT);
+    check_fault(
+        limits,
+        &body,
+        "plugin_output_too_large",
+        &["65536 bytes to the host in one go"],
+    );
 }
 
 #[test]

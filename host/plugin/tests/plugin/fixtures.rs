@@ -22,8 +22,9 @@ pub const APPROVE_EMPTY: i32 = 320;
 pub const APPROVE_FEE: i32 = 1024;
 /// ... to decline with the code `Bad Code`, which breaks the code rule.
 pub const DECLINE_BAD_CODE: i32 = 384;
-/// ... to approve with 1 000 zeroed lines: well-typed, but larger than the
-/// default output limit once the host would hold it.
+/// ... to approve with 900 zeroed lines (at 8192, below the allocator's
+/// heap): well-typed, but larger than the default output limit once the
+/// host holds it.
 pub const APPROVE_GIANT: i32 = 448;
 
 /// The WIT types of `wasmpay:plugin/types`, exported so that the function
@@ -108,7 +109,7 @@ const DATA: &str = r#"
     (data (i32.const 200) "Bad Code")
     (data (i32.const 256) "\01\00\00\00" "\10\00\00\00" "\10\00\00\00" "\40\00\00\00" "\09\00\00\00")
     (data (i32.const 384) "\01\00\00\00" "\c8\00\00\00" "\08\00\00\00" "\40\00\00\00" "\09\00\00\00")
-    (data (i32.const 448) "\00\00\00\00" "\00\20\00\00" "\e8\03\00\00" "\00\00\00\00" "\00\00\00\00")
+    (data (i32.const 448) "\00\00\00\00" "\00\20\00\00" "\84\03\00\00" "\00\00\00\00" "\00\00\00\00")
     (data (i32.const 1024) "\00\00\00\00" "\50\04\00\00" "\01\00\00\00" "\00\00\00\00" "\00\00\00\00")
     (data (i32.const 1104) "\00\00\00\00" "\a0\00\00\00" "\0b\00\00\00" "\b0\00\00\00" "\0b\00\00\00"
       "\00\00\00\00" "\1e\00\00\00\00\00\00\00" "\c0\00\00\00" "\03\00\00\00" "\00\00\00\00")

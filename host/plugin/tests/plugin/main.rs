@@ -3,7 +3,9 @@
 //! small components written in WAT (`fixtures`) and, in `artifacts`, the
 //! example and hostile plugins built from `plugins/`.
 
+mod artifacts;
 mod calls;
 mod fixtures;
+mod runner;
 mod set;
 mod upload;
