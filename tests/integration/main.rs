@@ -1,1 +1,5 @@
-//! End-to-end tests: real broker, real SQLite files, real wasm components.
+//! End-to-end tests: real Mosquitto brokers on free ports, real SQLite files,
+//! real wasm components built from `plugins/`. One binary, one module per
+//! concern.
+
+mod broker_acl;

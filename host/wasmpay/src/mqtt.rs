@@ -1,0 +1,274 @@
+//! The broker connection: the only code in wasmpay that knows rumqttc.
+//!
+//! It turns broker events into [`Inbound`] messages (topic, payload, the MQTT 5
+//! properties that matter, and an ack handle) and [`Outbound`] replies into
+//! QoS 1 publishes. Three rules keep delivery effectively-once:
+//!
+//! - The session is persistent (clean start off, a session expiry, a stable
+//!   client id), so the broker keeps and redelivers whatever was not acked.
+//! - Acks are manual. The pipeline acks a message only after its outcome is
+//!   committed and its reply published, and always in arrival order (MQTT
+//!   requires PUBACKs in order; rumqttc does not enforce it).
+//! - The event loop task never waits on the pipeline: the inbound channel holds
+//!   as many messages as the broker may have in flight (`receive_maximum`),
+//!   and acks and publishes go through the client from other tasks.
+
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
+use serde::Deserialize;
+use tokio::sync::{mpsc, watch};
+
+/// Broker settings (`[broker]` in the config file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    /// `host:port` of the MQTT broker.
+    pub address: String,
+    /// Stable client id: the broker keeps this session's unacked messages
+    /// across reconnects and restarts.
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub keep_alive_s: u64,
+    /// How long the broker keeps the session after a disconnect.
+    pub session_expiry_s: u32,
+    /// QoS 1 messages the broker may send before we ack (MQTT 5 Receive
+    /// Maximum): the pipeline's queue depth, and so its backpressure.
+    pub inflight_messages_max: u16,
+    /// Largest packet accepted from the broker; plugin uploads are the
+    /// largest messages. rumqttc's default (10 KiB) would drop the connection.
+    pub packet_bytes_max: u32,
+    pub reconnect_backoff_ms_min: u64,
+    pub reconnect_backoff_ms_max: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            address: "127.0.0.1:1883".to_owned(),
+            client_id: "wasmpay-host".to_owned(),
+            username: None,
+            password: None,
+            keep_alive_s: 30,
+            session_expiry_s: 3_600,
+            inflight_messages_max: 256,
+            packet_bytes_max: 8 * 1024 * 1024,
+            reconnect_backoff_ms_min: 100,
+            reconnect_backoff_ms_max: 5_000,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Host and port, or a message naming the key.
+    pub fn host_port(&self) -> Result<(String, u16), String> {
+        let (host, port) = self
+            .address
+            .rsplit_once(':')
+            .ok_or_else(|| format!("broker.address `{}`: expected host:port", self.address))?;
+        let port = port
+            .parse()
+            .map_err(|_| format!("broker.address `{}`: invalid port", self.address))?;
+        Ok((host.to_owned(), port))
+    }
+}
+
+/// One message from the broker, with what a reply and an ack need.
+#[derive(Debug)]
+pub struct Inbound {
+    pub topic: String,
+    pub payload: bytes::Bytes,
+    /// MQTT 5 Response Topic: where the requester wants its reply.
+    pub response_topic: Option<String>,
+    /// MQTT 5 Correlation Data, echoed on the reply.
+    pub correlation_data: Option<bytes::Bytes>,
+    pub user_properties: Vec<(String, String)>,
+    /// The broker says it may have sent this before.
+    pub redelivered: bool,
+    ack: Option<Publish>,
+}
+
+/// A message to publish at QoS 1.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub correlation_data: Option<bytes::Bytes>,
+    pub user_properties: Vec<(String, String)>,
+}
+
+/// Publishes and acks; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Broker {
+    client: AsyncClient,
+}
+
+impl Broker {
+    /// Queues a QoS 1 publish. Waits only if the client's request queue is
+    /// full, never on the network.
+    pub async fn publish(&self, out: Outbound) -> Result<(), String> {
+        let properties = PublishProperties {
+            correlation_data: out.correlation_data,
+            user_properties: out.user_properties,
+            content_type: Some("application/json".to_owned()),
+            ..PublishProperties::default()
+        };
+        self.client
+            .publish_with_properties(out.topic, QoS::AtLeastOnce, false, out.payload, properties)
+            .await
+            .map_err(|e| format!("publish failed: {e}"))
+    }
+
+    /// Acknowledges `inbound` to the broker. Call only after its outcome is
+    /// committed, and in arrival order.
+    pub async fn ack(&self, inbound: &Inbound) -> Result<(), String> {
+        match &inbound.ack {
+            Some(publish) => self
+                .client
+                .ack(publish)
+                .await
+                .map_err(|e| format!("ack failed: {e}")),
+            None => Ok(()),
+        }
+    }
+
+    /// Asks the broker for a clean disconnect (the session stays).
+    pub async fn disconnect(&self) {
+        let _ = self.client.disconnect().await;
+    }
+}
+
+/// Connects (lazily: the event loop connects on first poll), subscribes to
+/// `topics` on every (re)connect, and forwards every publish to the returned
+/// channel. Stops when `shutdown` turns true.
+pub fn start(
+    config: &BrokerConfig,
+    topics: &'static [&'static str],
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(Broker, mpsc::Receiver<Inbound>, tokio::task::JoinHandle<()>), String> {
+    let (host, port) = config.host_port()?;
+    let mut options = MqttOptions::new(config.client_id.clone(), host, port);
+    options
+        .set_keep_alive(Duration::from_secs(config.keep_alive_s.max(5)))
+        .set_clean_start(false)
+        .set_session_expiry_interval(Some(config.session_expiry_s))
+        .set_receive_maximum(Some(config.inflight_messages_max))
+        .set_max_packet_size(Some(config.packet_bytes_max))
+        .set_manual_acks(true);
+    if let (Some(user), Some(password)) = (&config.username, &config.password) {
+        options.set_credentials(user.clone(), password.clone());
+    }
+    let mut network = rumqttc::NetworkOptions::new();
+    // Without TCP_NODELAY every reply waits 40+ ms for Nagle's algorithm.
+    network.set_tcp_nodelay(true);
+    options.set_network_options(network);
+
+    let capacity = usize::from(config.inflight_messages_max) + 16;
+    let (client, eventloop) = AsyncClient::new(options, capacity);
+    // Room for every message the broker may have in flight, so forwarding
+    // never blocks the event loop (which must keep answering pings).
+    let (tx, rx) = mpsc::channel(capacity);
+    let backoff = (
+        Duration::from_millis(config.reconnect_backoff_ms_min.max(1)),
+        Duration::from_millis(config.reconnect_backoff_ms_max.max(1)),
+    );
+    let subscriber = client.clone();
+    let task = tokio::spawn(async move {
+        run_event_loop(eventloop, subscriber, topics, tx, backoff, &mut shutdown).await;
+    });
+    Ok((Broker { client }, rx, task))
+}
+
+async fn run_event_loop(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    topics: &'static [&'static str],
+    tx: mpsc::Sender<Inbound>,
+    (backoff_min, backoff_max): (Duration, Duration),
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    let mut backoff = backoff_min;
+    loop {
+        let event = tokio::select! {
+            event = eventloop.poll() => event,
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    // Let the last acks and replies queued by the pipeline
+                    // reach the broker before the socket closes. The session
+                    // outlives the disconnect, so nothing unacked is lost.
+                    let _ = client.try_disconnect();
+                    drain(&mut eventloop).await;
+                    return;
+                }
+                continue;
+            }
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                backoff = backoff_min;
+                tracing::info!(session_present = ack.session_present, "connected to broker");
+                for topic in topics {
+                    if let Err(e) = client.subscribe(*topic, QoS::AtLeastOnce).await {
+                        tracing::error!(%topic, error = %e, "subscribe failed");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let inbound = to_inbound(publish);
+                if tx.send(inbound).await.is_err() {
+                    return; // The pipeline is gone: shutting down.
+                }
+            }
+            Ok(Event::Incoming(Packet::Disconnect(d))) => {
+                tracing::warn!(reason = ?d.reason_code, "broker sent disconnect");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if matches!(e, ConnectionError::RequestsDone) {
+                    return;
+                }
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "broker connection lost");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => if *shutdown.borrow() { return },
+                }
+                backoff = (backoff * 2).min(backoff_max);
+            }
+        }
+    }
+}
+
+/// Polls briefly so queued outgoing packets are flushed, then disconnects.
+async fn drain(eventloop: &mut EventLoop) {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    while let Ok(Ok(event)) = tokio::time::timeout_at(deadline, eventloop.poll()).await {
+        if matches!(event, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+            break;
+        }
+    }
+}
+
+fn to_inbound(publish: Publish) -> Inbound {
+    let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+    let (response_topic, correlation_data, user_properties) = match &publish.properties {
+        Some(p) => (
+            p.response_topic.clone(),
+            p.correlation_data.clone(),
+            p.user_properties.clone(),
+        ),
+        None => (None, None, Vec::new()),
+    };
+    let needs_ack = publish.qos != QoS::AtMostOnce;
+    Inbound {
+        topic,
+        payload: publish.payload.clone(),
+        response_topic,
+        correlation_data,
+        user_properties,
+        redelivered: publish.dup,
+        ack: needs_ack.then_some(publish),
+    }
+}

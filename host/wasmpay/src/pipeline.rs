@@ -1,0 +1,140 @@
+//! The job, end to end: one message in, one reply out, and the ledger changes
+//! at most once per request id.
+//!
+//! ```text
+//! broker ─▶ intake ─▶ prepare (many at once) ─▶ in order ─▶ writer ─▶ replier ─▶ ack
+//!           mqtt      decode, dedupe, plugin     batching     group     publish    PUBACK
+//!                     on worker threads                       commit    QoS 1      in order
+//! ```
+//!
+//! - **Intake** takes messages in arrival order, at most
+//!   `broker.inflight_messages_max` in flight (the broker's Receive Maximum:
+//!   backpressure reaches the broker instead of growing a queue).
+//! - **Prepare** decodes ([`wasmpay_protocol`]), answers a known request id
+//!   from its stored outcome, and asks the merchant's plugin
+//!   ([`wasmpay_plugin`]) on a worker thread. Many messages prepare at once.
+//! - **In order**: prepared work leaves in arrival order and is batched.
+//! - **Writer**: one thread owns the ledger connection and commits each batch
+//!   in one transaction ([`wasmpay_ledger`]), recording every outcome beside
+//!   its postings.
+//! - **Replier** publishes replies and notifications, then acks each message,
+//!   in arrival order and only after its commit. A crash anywhere before the
+//!   ack means the broker redelivers, and the stored outcome answers it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::handlers::{self, Shared};
+use crate::mqtt;
+use crate::writer::{Done, Item, Writer};
+
+/// Runs the daemon until `shutdown` resolves, then stops taking messages,
+/// commits and acks what is in flight, and returns.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let shared = Arc::new(Shared::open(&config)?);
+    let writer = Writer::open(&config, shared.clone())?;
+
+    let (stop_mqtt, stop_mqtt_rx) = watch::channel(false);
+    let (broker, mut inbound, mqtt_task) =
+        mqtt::start(&config.broker, handlers::SUBSCRIPTIONS, stop_mqtt_rx)
+            .map_err(anyhow::Error::msg)?;
+
+    let depth = usize::from(config.broker.inflight_messages_max);
+    let (batch_tx, batch_rx) = mpsc::channel::<Vec<Item>>(4);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Vec<Done>>();
+    let writer_thread = std::thread::Builder::new()
+        .name("ledger-writer".to_owned())
+        .spawn(move || writer.run(batch_rx, done_tx))?;
+
+    let replier_broker = broker.clone();
+    let replier = tokio::spawn(async move {
+        while let Some(batch) = done_rx.recv().await {
+            for (message, replies) in batch {
+                for reply in replies {
+                    if let Err(e) = replier_broker.publish(reply).await {
+                        tracing::error!(error = %e, "reply not published");
+                    }
+                }
+                if let Some(message) = message
+                    && let Err(e) = replier_broker.ack(&message).await
+                {
+                    tracing::error!(error = %e, "ack not sent; the broker will redeliver");
+                }
+            }
+        }
+    });
+
+    let batch_ops_max = config.pipeline.batch_ops_max;
+    let mut sweep = tokio::time::interval(Duration::from_millis(
+        config.pipeline.hold_sweep_interval_ms.max(10),
+    ));
+    let mut ordered = FuturesOrdered::new();
+    let mut stopping = false;
+    let grace = Duration::from_millis(config.pipeline.shutdown_grace_ms);
+    let give_up = tokio::time::sleep(Duration::MAX / 4);
+    tokio::pin!(give_up);
+    tokio::pin!(shutdown);
+    tracing::info!(broker = %config.broker.address, ledger = %config.ledger.path.display(), "wasmpay running");
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown, if !stopping => {
+                tracing::info!(in_flight = ordered.len(), "shutting down: finishing in-flight messages");
+                stopping = true;
+                give_up.as_mut().reset(tokio::time::Instant::now() + grace);
+            }
+            () = &mut give_up, if stopping => {
+                tracing::warn!(unfinished = ordered.len(), "shutdown grace over; unfinished messages stay unacked and will be redelivered");
+                break;
+            }
+            Some(first) = ordered.next(), if !ordered.is_empty() => {
+                let mut batch: Vec<Item> = vec![first];
+                while batch.len() < batch_ops_max {
+                    match ordered.next().now_or_never() {
+                        Some(Some(item)) => batch.push(item),
+                        _ => break,
+                    }
+                }
+                if batch_tx.send(batch).await.is_err() {
+                    anyhow::bail!("the ledger writer stopped");
+                }
+            }
+            message = inbound.recv(), if !stopping && ordered.len() < depth => {
+                let Some(message) = message else { break };
+                let shared = shared.clone();
+                ordered.push_back(async move {
+                    let prepared = handlers::prepare(&shared, &message).await;
+                    (Some(message), prepared)
+                }.boxed());
+            }
+            _ = sweep.tick(), if !stopping => {
+                ordered.push_back(async { handlers::sweep_holds() }.boxed());
+            }
+        }
+        if stopping && ordered.is_empty() {
+            break;
+        }
+    }
+
+    // Messages that arrive from now on stay unacked: the broker keeps them in
+    // the session and redelivers them to the next run.
+    let drain = tokio::spawn(async move { while inbound.recv().await.is_some() {} });
+    drop(batch_tx);
+    let writer_result = tokio::task::spawn_blocking(move || writer_thread.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the ledger writer panicked"))?;
+    replier.await?;
+    let _ = stop_mqtt.send(true);
+    let _ = mqtt_task.await;
+    drain.abort();
+    writer_result?;
+    tracing::info!("wasmpay stopped cleanly");
+    Ok(())
+}

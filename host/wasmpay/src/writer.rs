@@ -1,0 +1,360 @@
+//! The writer thread: the one place that changes the ledger.
+//!
+//! It takes prepared work in arrival order, commits every ledger operation of
+//! a batch in one transaction (group commit), then answers reads and
+//! registry changes, and hands each message's replies to the replier. Reads
+//! run after the batch commits, so a balance asked for just after a payment
+//! always shows it.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use wasmpay_domain::MerchantId;
+use wasmpay_ledger::{Ledger, LedgerOptions, OpResult, Reader, Synchronous};
+use wasmpay_plugin::{Compiled, LoadedPlugin, PluginMeta};
+use wasmpay_protocol::{Command, Principal, encode_error, encode_ok};
+
+use crate::config::Config;
+use crate::handlers::{Prepared, Ready, Shared, Work, now_ms};
+use crate::mqtt::{Inbound, Outbound};
+use crate::replies;
+
+/// A message (none for the daemon's own timers) and its prepared work.
+pub type Item = (Option<Inbound>, Prepared);
+/// A message and everything to publish before acking it.
+pub type Done = (Option<Inbound>, Vec<Outbound>);
+
+/// Owns the ledger's write connection.
+#[derive(Debug)]
+pub struct Writer {
+    ledger: Ledger,
+    reader: Reader,
+    shared: Arc<Shared>,
+}
+
+impl Writer {
+    /// Opens the ledger and loads every merchant's active plugin version, so
+    /// the daemon serves with the same rules it stopped with.
+    pub fn open(config: &Config, shared: Arc<Shared>) -> anyhow::Result<Self> {
+        let options = LedgerOptions {
+            synchronous: if config.ledger.synchronous == "normal" {
+                Synchronous::Normal
+            } else {
+                Synchronous::Full
+            },
+            idempotency_retention_ms: i64::try_from(config.ledger.idempotency_retention_hours)
+                .unwrap_or(i64::MAX / 3_600_000)
+                .saturating_mul(3_600_000),
+            merchant_subaccounts_max: config.ledger.merchant_subaccounts_max,
+        };
+        let mut ledger = Ledger::open(&config.ledger.path, options)?;
+        let reader = ledger.reader()?;
+        let mut writer_loaded = 0usize;
+        for (merchant, info) in ledger.plugin_active_all()? {
+            match load_version(
+                &mut ledger,
+                &shared,
+                &merchant,
+                info.version,
+                &info.sha256,
+                info.config.clone(),
+            ) {
+                Ok(plugin) => {
+                    shared.plugins.activate(merchant, plugin);
+                    writer_loaded += 1;
+                }
+                Err(e) => {
+                    tracing::error!(%merchant, version = info.version, error = %e, "active plugin could not be loaded; payments to this merchant use the default rules")
+                }
+            }
+        }
+        tracing::info!(plugins = writer_loaded, "plugins loaded");
+        Ok(Self {
+            ledger,
+            reader,
+            shared,
+        })
+    }
+
+    /// Applies batches until the channel closes. A storage failure stops the
+    /// daemon: nothing of the failed batch was written or acked, so the
+    /// broker redelivers it after a restart.
+    pub fn run(
+        mut self,
+        mut batches: mpsc::Receiver<Vec<Item>>,
+        done: mpsc::UnboundedSender<Vec<Done>>,
+    ) -> anyhow::Result<()> {
+        while let Some(batch) = batches.blocking_recv() {
+            let answered = self.apply(batch)?;
+            if done.send(answered).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, batch: Vec<Item>) -> anyhow::Result<Vec<Done>> {
+        let ops: Vec<_> = batch
+            .iter()
+            .filter_map(|(_, prepared)| match prepared {
+                Prepared::Ready(ready) => match &ready.work {
+                    Work::Apply(op) => Some((**op).clone()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let op_count = ops.len();
+        let mut results = if ops.is_empty() {
+            Vec::new()
+        } else {
+            self.ledger.apply_batch(ops)?
+        }
+        .into_iter();
+        if op_count > 0 {
+            tracing::debug!(
+                ops = op_count,
+                commit_us = started.elapsed().as_micros() as u64,
+                "batch committed"
+            );
+        }
+        let mut answered = Vec::with_capacity(batch.len());
+        for (message, prepared) in batch {
+            let out = match prepared {
+                Prepared::Answer(out) => out,
+                Prepared::SweepHolds { now_ms } => {
+                    match self.ledger.release_expired_holds(now_ms) {
+                        Ok(released) if !released.is_empty() => {
+                            tracing::info!(holds = released.len(), "expired holds released");
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(error = %e, "releasing expired holds failed"),
+                    }
+                    Vec::new()
+                }
+                Prepared::Ready(ready) => match &ready.work {
+                    Work::Apply(op) => {
+                        let result = results.next().ok_or_else(|| {
+                            anyhow::anyhow!("ledger returned fewer results than operations")
+                        })?;
+                        log_result(&ready, &result);
+                        replies::for_op(&self.reader, &ready, op, &result)
+                    }
+                    Work::Read => vec![self.read(&ready)],
+                    Work::Upload(compiled) => vec![self.upload(&ready, compiled)],
+                },
+            };
+            answered.push((message, out));
+        }
+        Ok(answered)
+    }
+
+    /// Answers a read or a registry request, after the batch committed.
+    fn read(&mut self, ready: &Ready) -> Outbound {
+        let id = &ready.request.id;
+        let result = match (&ready.request.principal, &ready.request.command) {
+            (principal, Command::Balance(query)) => {
+                replies::balance(&self.reader, principal, query.currency).map(|r| encode_ok(id, &r))
+            }
+            (principal, Command::History(query)) => {
+                replies::history(&self.reader, principal, query).map(|r| encode_ok(id, &r))
+            }
+            (Principal::Admin, Command::Status) => Ok(encode_ok(
+                id,
+                &wasmpay_protocol::reply::StatusResult {
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    protocol: wasmpay_protocol::TOPIC_PREFIX.to_owned(),
+                    uptime_s: self.shared.started.elapsed().as_secs(),
+                },
+            )),
+            (Principal::Merchant(merchant), Command::PluginList) => self
+                .ledger
+                .plugin_list(merchant)
+                .map(|versions| encode_ok(id, &replies::plugin_list(&versions)))
+                .map_err(|e| ("internal_error", e.to_string())),
+            (Principal::Merchant(merchant), Command::PluginActivate(activate)) => self
+                .activate(merchant, Some(activate.version))
+                .map(|r| encode_ok(id, &r)),
+            (Principal::Merchant(merchant), Command::PluginRollback) => {
+                self.activate(merchant, None).map(|r| encode_ok(id, &r))
+            }
+            (principal, command) => Err((
+                "forbidden",
+                format!("{principal:?} may not {}", command.name()),
+            )),
+        };
+        ready.reply.send(result.unwrap_or_else(|(code, message)| {
+            tracing::info!(code, %message, "request refused");
+            encode_error(Some(id.as_str()), code, &message, None)
+        }))
+    }
+
+    /// Stores an upload as the merchant's next version and activates it. A
+    /// redelivered upload (same code and configuration as the active version)
+    /// is answered with the active version instead of storing a copy.
+    fn upload(&mut self, ready: &Ready, compiled: &Compiled) -> Outbound {
+        let id = &ready.request.id;
+        let (Principal::Merchant(merchant), Command::PluginUpload(upload)) =
+            (&ready.request.principal, &ready.request.command)
+        else {
+            return ready.reply.send(encode_error(
+                Some(id.as_str()),
+                "forbidden",
+                "only merchants upload plugins",
+                None,
+            ));
+        };
+        let result = (|| -> anyhow::Result<wasmpay_protocol::reply::PluginUploadResult> {
+            if let Some(active) = self.shared.plugins.get(merchant)
+                && active.plugin_ref().sha256 == compiled.sha256
+                && let Some(current) = self
+                    .ledger
+                    .plugin_list(merchant)?
+                    .into_iter()
+                    .find(|v| v.active && v.config == upload.config)
+            {
+                return Ok(replies::upload_result(&current, true));
+            }
+            let at_ms = now_ms();
+            let info = self.ledger.plugin_store(
+                merchant,
+                &upload.wasm,
+                &compiled.sha256,
+                &upload.config,
+                at_ms,
+            )?;
+            self.ledger.plugin_store_artifact(
+                &compiled.sha256,
+                &self.shared.runtime.engine_hash(),
+                &compiled.artifact,
+            )?;
+            let plugin = self.shared.runtime.load(
+                &compiled.artifact,
+                PluginMeta {
+                    merchant: merchant.clone(),
+                    version: info.version,
+                    sha256: compiled.sha256.clone(),
+                    config: upload.config.clone(),
+                },
+            )?;
+            let info = self.ledger.plugin_activate(merchant, info.version, at_ms)?;
+            self.shared.plugins.activate(merchant.clone(), plugin);
+            tracing::info!(%merchant, version = info.version, sha256 = %info.sha256, "plugin uploaded and activated");
+            Ok(replies::upload_result(&info, true))
+        })();
+        ready.reply.send(match result {
+            Ok(r) => encode_ok(id, &r),
+            Err(e) => {
+                tracing::error!(%merchant, error = %e, "plugin upload failed");
+                encode_error(Some(id.as_str()), "internal_error", &e.to_string(), None)
+            }
+        })
+    }
+
+    /// Activates `version` (or, with `None`, rolls back to the version
+    /// active before the current one): the registry first, then the
+    /// in-memory set, so a crash in between leaves the registry's choice.
+    fn activate(
+        &mut self,
+        merchant: &MerchantId,
+        version: Option<u32>,
+    ) -> Result<wasmpay_protocol::reply::PluginActiveResult, (&'static str, String)> {
+        let previous = self
+            .shared
+            .plugins
+            .get(merchant)
+            .map(|p| p.plugin_ref().clone());
+        let at_ms = now_ms();
+        let target = match version {
+            Some(version) => self
+                .ledger
+                .plugin_list(merchant)
+                .map_err(|e| ("internal_error", e.to_string()))?
+                .into_iter()
+                .find(|v| v.version == version)
+                .ok_or_else(|| {
+                    (
+                        "plugin_version_not_found",
+                        format!("merchant {merchant} has no plugin version {version}"),
+                    )
+                })?,
+            None => self
+                .ledger
+                .plugin_rollback(merchant, at_ms)
+                .map_err(|e| ("rollback_unavailable", e.to_string()))?,
+        };
+        let plugin = load_version(
+            &mut self.ledger,
+            &self.shared,
+            merchant,
+            target.version,
+            &target.sha256,
+            target.config.clone(),
+        )
+        .map_err(|e| ("internal_error", e.to_string()))?;
+        if version.is_some() {
+            self.ledger
+                .plugin_activate(merchant, target.version, at_ms)
+                .map_err(|e| ("internal_error", e.to_string()))?;
+        }
+        self.shared
+            .plugins
+            .activate(merchant.clone(), plugin.clone());
+        tracing::info!(%merchant, version = target.version, "plugin version activated");
+        Ok(wasmpay_protocol::reply::PluginActiveResult {
+            active: plugin.plugin_ref().clone(),
+            previous,
+        })
+    }
+}
+
+/// Loads a stored version: its precompiled artifact for this engine if the
+/// registry has one, else compiles the stored component and caches the
+/// artifact (a new wasmtime release changes the engine hash).
+fn load_version(
+    ledger: &mut Ledger,
+    shared: &Shared,
+    merchant: &MerchantId,
+    version: u32,
+    sha256: &str,
+    config: std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<Arc<LoadedPlugin>> {
+    let engine = shared.runtime.engine_hash();
+    let artifact = match ledger.plugin_artifact(sha256, &engine)? {
+        Some(artifact) => artifact,
+        None => {
+            let wasm = ledger.plugin_wasm(sha256)?.ok_or_else(|| {
+                anyhow::anyhow!("component {sha256} is missing from the registry")
+            })?;
+            let compiled = shared.runtime.compile(&wasm)?;
+            ledger.plugin_store_artifact(sha256, &engine, &compiled.artifact)?;
+            compiled.artifact
+        }
+    };
+    Ok(shared.runtime.load(
+        &artifact,
+        PluginMeta {
+            merchant: merchant.clone(),
+            version,
+            sha256: sha256.to_owned(),
+            config,
+        },
+    )?)
+}
+
+fn log_result(ready: &Ready, result: &OpResult) {
+    match result {
+        OpResult::Done { outcome, replayed } => match outcome {
+            wasmpay_ledger::Outcome::Applied(receipt) => {
+                tracing::debug!(id = %ready.request.id, seq = receipt.seq, replayed, "applied");
+            }
+            wasmpay_ledger::Outcome::Refused(refusal) => {
+                tracing::info!(id = %ready.request.id, code = refusal.code(), replayed, "refused: {refusal}");
+            }
+        },
+        OpResult::Conflict { differing } => {
+            tracing::info!(id = %ready.request.id, ?differing, "conflicting retry");
+        }
+    }
+}
