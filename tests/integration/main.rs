@@ -3,3 +3,4 @@
 //! concern.
 
 mod broker_acl;
+mod daemon;

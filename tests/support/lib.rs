@@ -128,11 +128,13 @@ pub struct V5Client {
 }
 
 impl V5Client {
-    /// Connects as `client_id` and subscribes to its own reply topic and to
-    /// `extra_topics` (notifications, conventional reply topics).
+    /// Connects as `client_id` and subscribes to its own response topic,
+    /// `{reply_base}/{client_id}` (the host only answers under the
+    /// principal's own `.../replies`), and to `extra_topics`.
     pub async fn connect(
         address: &str,
         client_id: &str,
+        reply_base: &str,
         credentials: Option<(&str, &str)>,
         extra_topics: &[&str],
     ) -> Self {
@@ -172,7 +174,7 @@ impl V5Client {
             .await
             .expect("connect in time")
             .expect("connected");
-        let reply_topic = format!("test-replies/{client_id}");
+        let reply_topic = format!("{reply_base}/{client_id}");
         client
             .subscribe(reply_topic.clone(), QoS::AtLeastOnce)
             .await
