@@ -212,7 +212,18 @@ mod tests {
 
     #[test]
     fn ids_refuse_topic_syntax_unicode_and_length() {
-        for bad in ["", "a/b", "+", "#", "a b", ".hidden", "é", "a\0", "a\n", &"x".repeat(ID_BYTES_MAX + 1)] {
+        for bad in [
+            "",
+            "a/b",
+            "+",
+            "#",
+            "a b",
+            ".hidden",
+            "é",
+            "a\0",
+            "a\n",
+            &"x".repeat(ID_BYTES_MAX + 1),
+        ] {
             let err = RequestId::new(bad).unwrap_err();
             assert_eq!(err.kind, "request id");
         }
@@ -222,7 +233,9 @@ mod tests {
     fn ids_deserialize_through_validation() {
         assert!(serde_json::from_str::<MerchantId>("\"shop/1\"").is_err());
         assert_eq!(
-            serde_json::from_str::<MerchantId>("\"shop-1\"").unwrap().as_str(),
+            serde_json::from_str::<MerchantId>("\"shop-1\"")
+                .unwrap()
+                .as_str(),
             "shop-1"
         );
     }
@@ -242,7 +255,13 @@ mod tests {
     #[test]
     fn sub_accounts_are_lowercase_and_short() {
         assert!(SubAccount::new("tax").is_ok());
-        for bad in ["", "Tax", "../other", "a.b", &"x".repeat(SUB_ACCOUNT_BYTES_MAX + 1)] {
+        for bad in [
+            "",
+            "Tax",
+            "../other",
+            "a.b",
+            &"x".repeat(SUB_ACCOUNT_BYTES_MAX + 1),
+        ] {
             assert!(SubAccount::new(bad).is_err(), "{bad}");
         }
     }

@@ -307,7 +307,11 @@ mod tests {
     #[test]
     fn parse_accepts_exact_amounts() {
         let check = |text: &str, code: &str, minor: i64| {
-            assert_eq!(Money::parse(text, cur(code)).unwrap().minor(), minor, "{text} {code}");
+            assert_eq!(
+                Money::parse(text, cur(code)).unwrap().minor(),
+                minor,
+                "{text} {code}"
+            );
         };
         check("12.50", "EUR", 1250);
         check("12.5", "EUR", 1250);
@@ -320,9 +324,17 @@ mod tests {
 
     #[test]
     fn parse_refuses_excess_precision_instead_of_rounding() {
-        for (text, code) in [("12.501", "EUR"), ("1.0", "JPY"), ("0.0001", "KWD"), ("12.500", "EUR")] {
+        for (text, code) in [
+            ("12.501", "EUR"),
+            ("1.0", "JPY"),
+            ("0.0001", "KWD"),
+            ("12.500", "EUR"),
+        ] {
             assert!(
-                matches!(Money::parse(text, cur(code)), Err(MoneyError::ExcessPrecision { .. })),
+                matches!(
+                    Money::parse(text, cur(code)),
+                    Err(MoneyError::ExcessPrecision { .. })
+                ),
                 "{text} {code}"
             );
         }
@@ -330,9 +342,14 @@ mod tests {
 
     #[test]
     fn parse_refuses_anything_but_plain_decimals() {
-        for text in ["", "-", ".5", "5.", "+5", " 5", "5 ", "1e3", "1,000", "NaN", "0x10", "1.2.3", "١٢"] {
+        for text in [
+            "", "-", ".5", "5.", "+5", " 5", "5 ", "1e3", "1,000", "NaN", "0x10", "1.2.3", "١٢",
+        ] {
             assert!(
-                matches!(Money::parse(text, cur("EUR")), Err(MoneyError::InvalidAmount(_))),
+                matches!(
+                    Money::parse(text, cur("EUR")),
+                    Err(MoneyError::InvalidAmount(_))
+                ),
                 "{text:?}"
             );
         }
@@ -353,14 +370,21 @@ mod tests {
             max.checked_add(Money::from_minor(1, cur("EUR"))),
             Err(MoneyError::Overflow { .. })
         ));
-        assert!(Money::from_minor(i64::MIN, cur("EUR")).checked_neg().is_err());
+        assert!(
+            Money::from_minor(i64::MIN, cur("EUR"))
+                .checked_neg()
+                .is_err()
+        );
     }
 
     #[test]
     fn mixing_currencies_is_an_error() {
         let eur = Money::from_minor(1, cur("EUR"));
         let usd = Money::from_minor(1, cur("USD"));
-        assert!(matches!(eur.checked_add(usd), Err(MoneyError::CurrencyMismatch { .. })));
+        assert!(matches!(
+            eur.checked_add(usd),
+            Err(MoneyError::CurrencyMismatch { .. })
+        ));
     }
 
     #[test]

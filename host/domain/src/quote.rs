@@ -152,8 +152,12 @@ pub enum Decision {
 #[serde(rename_all = "snake_case", tag = "outcome")]
 pub enum RefundDecision {
     /// Allowed; `fee` is withheld from what the payer gets back.
-    Allow { fee: Option<Money> },
-    Deny { decline: Decline },
+    Allow {
+        fee: Option<Money>,
+    },
+    Deny {
+        decline: Decline,
+    },
 }
 
 /// Which plugin version made a decision: recorded with every ledger entry it
@@ -379,7 +383,11 @@ impl Quote {
             platform_fee: fee,
         };
         // A broken balance here is a bug in this function, not bad input.
-        assert_eq!(settlement.credited()?, payer_total, "settlement must balance");
+        assert_eq!(
+            settlement.credited()?,
+            payer_total,
+            "settlement must balance"
+        );
         Ok(settlement)
     }
 }
@@ -430,15 +438,22 @@ mod tests {
         };
         let s = settle(&quote, 10_000, 0).unwrap();
         assert_eq!(s.payer_total, eur(10_000 - 1_000 + 59 + 1_710 + 200));
-        assert_eq!(s.merchant_credits[&SubAccount::new("tax").unwrap()], eur(1_710));
-        assert_eq!(s.merchant_credits[&SubAccount::new("tips").unwrap()], eur(300));
+        assert_eq!(
+            s.merchant_credits[&SubAccount::new("tax").unwrap()],
+            eur(1_710)
+        );
+        assert_eq!(
+            s.merchant_credits[&SubAccount::new("tips").unwrap()],
+            eur(300)
+        );
         assert_eq!(s.credited().unwrap(), s.payer_total);
     }
 
     #[test]
     fn every_absurd_quote_is_refused_with_its_reason() {
         let usd = Money::from_minor(5, Currency::parse("USD").unwrap());
-        let cases: Vec<(Quote, fn(&QuoteError) -> bool)> = vec![
+        type Expect = fn(&QuoteError) -> bool;
+        let cases: Vec<(Quote, Expect)> = vec![
             (
                 Quote {
                     lines: vec![line(LineKind::Fee, -5, "main")],
