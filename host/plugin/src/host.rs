@@ -284,18 +284,20 @@ impl wasmtime::ResourceLimiter for Limiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        // A growth past the memory's own declared maximum fails the wasm
-        // way (-1), as the spec says; only our limit traps.
-        if maximum.is_some_and(|maximum| desired > maximum) {
-            return Ok(false);
-        }
         let requested = self.memory_bytes - current.min(self.memory_bytes) + desired;
+        // Our limit first: the pooling allocator reports it as the memory's
+        // maximum too, and it must trap as the limit, not fail quietly.
         if requested > self.memory_bytes_max {
             self.refused = Some(requested);
             return Err(wasmtime::Error::new(HostTrap(format!(
                 "linear memory limit: growing to {requested} bytes exceeds {}",
                 self.memory_bytes_max
             ))));
+        }
+        // A growth past the memory's own declared maximum fails the wasm
+        // way (-1), as the spec says.
+        if maximum.is_some_and(|maximum| desired > maximum) {
+            return Ok(false);
         }
         self.memory_bytes = requested;
         Ok(true)
