@@ -10,11 +10,11 @@
 //! - [`Runtime::load`]: a stored artifact becomes a [`LoadedPlugin`], linked
 //!   once per version.
 //! - [`PluginSet`]: which version is active per merchant, swapped atomically.
-//! - [`runner`]: what `wasmpay plugin run` shows a plugin author.
 //! - [`Runtime::decide_payment`] / [`Runtime::decide_refund`]: one fresh
 //!   store per call under [`Limits`]; the answer comes back converted into
 //!   domain types with its cost and logs ([`Called`]), or as a
 //!   [`PluginError`] with a stable decline code.
+//! - [`runner`]: what `wasmpay plugin run` shows a plugin author.
 //!
 //! Architecture invariant: WIT-generated types (`bindings`) never leave this
 //! crate; `convert` is the edge where they become domain types, and where a

@@ -517,7 +517,9 @@ impl Runtime {
         MerchantRulesPre::new(pre).map_err(|e| wrong(format!("{e:#}")))
     }
 
-    fn check_config(&self, config: &BTreeMap<String, String>) -> Result<(), UploadError> {
+    /// Checks a plugin version's configuration against the limits, as
+    /// [`Runtime::load`] will; call it at upload to refuse early.
+    pub fn check_config(&self, config: &BTreeMap<String, String>) -> Result<(), UploadError> {
         let limits = &self.limits;
         if config.len() > limits.config_entries_max {
             return Err(UploadError::ConfigTooLarge(format!(
@@ -682,5 +684,54 @@ impl Hasher for Sha256Hasher {
                 .try_into()
                 .expect("a SHA-256 digest has 32 bytes"),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Threads of this process named like the ticker. Only this test makes
+    /// runtimes in the unit-test binary, so the count is its own.
+    fn tickers() -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .map(|tasks| {
+                tasks
+                    .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+                    .filter(|name| name.trim() == "wasmpay-epoch")
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn dropping_the_runtime_stops_its_epoch_ticker() {
+        let before = tickers();
+        let runtimes: Vec<Runtime> = (0..3)
+            .map(|_| Runtime::new(Limits::default()).unwrap())
+            .collect();
+        // A thread names itself once it runs, so give them a moment.
+        let named = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            tickers() == before + 3
+        });
+        assert!(named, "{} tickers, expected {}", tickers(), before + 3);
+        // Drop joins the thread, so it is gone when drop returns.
+        drop(runtimes);
+        assert_eq!(tickers(), before);
+    }
+
+    #[test]
+    fn limits_that_cannot_work_are_refused_all_at_once() {
+        let error = Runtime::new(Limits {
+            fuel_max: 0,
+            timeout_ms: 0,
+            ..Limits::default()
+        })
+        .unwrap_err();
+        let RuntimeError::InvalidLimits(problems) = error else {
+            panic!("expected invalid limits");
+        };
+        assert_eq!(problems.len(), 2);
     }
 }
