@@ -545,3 +545,119 @@ async fn holds_are_captured_once_and_voids_release_the_money() {
     assert_eq!(world.balance("b2").await, "70.00");
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_upload_with_mqtt5_user_properties_is_accepted() {
+    let broker = Mosquitto::start();
+    let daemon = Daemon::start(&broker).await;
+    let mut world = World::open(&broker, "binary").await;
+    let reply = world
+        .shop
+        .request_with(
+            "wasmpay/v1/merchants/m-shop/plugin/upload",
+            wasmpay_plugin_artifacts::FEE.to_vec(),
+            vec![
+                ("id".to_owned(), "bin-1".to_owned()),
+                ("config.fee_fixed.EUR".to_owned(), "0.25".to_owned()),
+            ],
+        )
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let paid = world.pay("bin-pay", "1.00").await;
+    assert_eq!(paid["result"]["payer_total"]["amount"], "1.25", "{paid}");
+    daemon.stop().await;
+}
+
+/// Publishes `count` payments without waiting, each with its own id, and
+/// returns a client that collects their replies on alice's reply topic.
+async fn fire_payments(broker: &Mosquitto, tag: &str, count: usize) -> V311Client {
+    let replies = "wasmpay/v1/users/alice/replies";
+    let client = V311Client::connect(&broker.address(), &format!("burst-{tag}"), &[replies]).await;
+    for i in 0..count {
+        client
+            .publish(
+                "wasmpay/v1/users/alice/pay",
+                json!({"id": format!("{tag}-{i}"), "merchant": "m-shop", "amount": "0.10", "currency": "EUR"})
+                    .to_string(),
+            )
+            .await;
+    }
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_shutdown_under_load_loses_nothing() {
+    let broker = Mosquitto::start();
+    let daemon = Daemon::start(&broker).await;
+    let mut world = World::open(&broker, "shutdown").await;
+    let count = 200;
+    let mut burst = fire_payments(&broker, "sd", count).await;
+    // Stop while the burst is in flight; what was not committed stays in
+    // the broker's session for the next run.
+    let (dir, db) = daemon.stop().await;
+    let daemon = Daemon::start_on(&broker, dir, db, |_| {}).await;
+    let mut approved = 0;
+    for i in 0..count {
+        let reply = burst
+            .reply("wasmpay/v1/users/alice/replies", &format!("sd-{i}"))
+            .await;
+        assert_eq!(reply["ok"], true, "{reply}");
+        approved += 1;
+    }
+    assert_eq!(approved, count);
+    // 200 payments of 0.10: each applied exactly once.
+    assert_eq!(world.balance("after").await, "80.00");
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_hot_swap_under_traffic_loses_no_decision() {
+    let broker = Mosquitto::start();
+    let daemon = Daemon::start(&broker).await;
+    let mut world = World::open(&broker, "swap").await;
+    let upload = world
+        .upload(
+            "sw-1",
+            wasmpay_plugin_artifacts::FEE,
+            json!({"fee_fixed.EUR": "0.01"}),
+        )
+        .await;
+    assert_eq!(upload["result"]["plugin"]["version"], 1, "{upload}");
+
+    let count = 100;
+    let mut burst = fire_payments(&broker, "sw", count).await;
+    let upload = world
+        .upload(
+            "sw-2",
+            wasmpay_plugin_artifacts::FEE,
+            json!({"fee_fixed.EUR": "0.02"}),
+        )
+        .await;
+    assert_eq!(upload["result"]["plugin"]["version"], 2, "{upload}");
+
+    let mut charged_minor = 0i64;
+    for i in 0..count {
+        let reply = burst
+            .reply("wasmpay/v1/users/alice/replies", &format!("sw-{i}"))
+            .await;
+        assert_eq!(reply["ok"], true, "{reply}");
+        // Each decision names the version that made it, and its fee matches.
+        let (version, total) = (
+            reply["result"]["plugin"]["version"].as_u64(),
+            reply["result"]["payer_total"]["amount"].as_str(),
+        );
+        match (version, total) {
+            (Some(1), Some("0.11")) => charged_minor += 11,
+            (Some(2), Some("0.12")) => charged_minor += 12,
+            other => panic!("decision {other:?} does not match its plugin version: {reply}"),
+        }
+    }
+    let after = world.pay("sw-after", "1.00").await;
+    assert_eq!(after["result"]["plugin"]["version"], 2, "{after}");
+    let expected = 10_000 - charged_minor - 102;
+    assert_eq!(
+        world.balance("b").await,
+        format!("{}.{:02}", expected / 100, expected % 100)
+    );
+    daemon.stop().await;
+}
