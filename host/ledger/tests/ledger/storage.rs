@@ -102,3 +102,10 @@ fn readers_on_other_threads_see_committed_state() {
         "{balances}"
     );
 }
+
+#[test]
+fn the_writer_and_readers_can_move_to_their_threads() {
+    fn send<T: Send>() {}
+    send::<Ledger>();
+    send::<Reader>();
+}

@@ -1,0 +1,327 @@
+//! Ledger throughput, printed as Markdown for BENCHMARKS.md.
+//!
+//! `cargo bench -p wasmpay-ledger --bench ledger` measures:
+//! 1. payments/s at batch sizes 1, 10, 100, 1000 with `synchronous=FULL` and
+//!    `NORMAL`, beside a raw SQLite loop inserting the same rows (no checks,
+//!    no hashing, no JSON) as the ceiling;
+//! 2. the same at batch 100 on a ledger pre-filled with
+//!    `LEDGER_BENCH_PREFILL` journal entries (default 1,000,000), to show
+//!    whether history size slows writes;
+//! 3. `verify` time on that ledger, per million entries.
+//!
+//! A plain binary rather than criterion: each point is a long steady run
+//! against a file on disk, and the fsync-bound points take seconds each.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, params};
+use wasmpay_domain::{
+    Currency, MerchantId, Money, PaymentId, PlatformFee, Quote, QuoteLimits, RequestId, UserId,
+};
+use wasmpay_ledger::{
+    Ledger, LedgerOptions, Op, OpKind, Overdraft, Owner, PaymentDecided, Principal, Synchronous,
+};
+
+const USERS: usize = 1_000;
+const MERCHANTS: usize = 10;
+/// Each measured point runs at least this long (and at least one batch);
+/// `LEDGER_BENCH_POINT_MS` overrides it.
+fn point_duration() -> Duration {
+    let ms = std::env::var("LEDGER_BENCH_POINT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3_000);
+    Duration::from_millis(ms)
+}
+
+fn eur(minor: i64) -> Money {
+    Money::from_minor(minor, Currency::parse("EUR").unwrap())
+}
+
+fn user(i: usize) -> UserId {
+    UserId::new(format!("user{i}")).unwrap()
+}
+
+fn merchant(i: usize) -> MerchantId {
+    MerchantId::new(format!("shop{i}")).unwrap()
+}
+
+/// Payment number `n`: a rotating payer and merchant, 1.5% platform fee.
+fn payment(n: u64) -> Op {
+    let payer = user(n as usize % USERS);
+    let key = RequestId::new(format!("r{n}")).unwrap();
+    let amount = eur(1_000 + (n % 97) as i64);
+    let settlement = Quote::default()
+        .settle(amount, PlatformFee { bps: 150 }, QuoteLimits::default())
+        .unwrap();
+    Op {
+        principal: Principal::User(payer.clone()),
+        key: key.clone(),
+        at_ms: 1_700_000_000_000 + n as i64,
+        kind: OpKind::Payment {
+            payment_id: PaymentId::derive(&payer, &key),
+            payer,
+            merchant: merchant(n as usize % MERCHANTS),
+            amount,
+            memo: Some("order".to_owned()),
+            metadata: BTreeMap::new(),
+            decision: PaymentDecided::Approved {
+                quote: Quote::default(),
+                settlement,
+                plugin: None,
+            },
+        },
+    }
+}
+
+/// A fresh ledger with funded users and open merchants.
+fn setup(path: &Path, synchronous: Synchronous) -> Ledger {
+    let mut ledger = Ledger::open(
+        path,
+        LedgerOptions {
+            synchronous,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut ops = Vec::new();
+    let admin = |n: usize, kind| Op {
+        principal: Principal::Admin,
+        key: RequestId::new(format!("setup{n}")).unwrap(),
+        at_ms: 0,
+        kind,
+    };
+    for i in 0..USERS {
+        let owner = Owner::user(&user(i));
+        ops.push(admin(ops.len(), open(owner)));
+        let deposit = OpKind::Deposit {
+            user: user(i),
+            amount: eur(i64::MAX / 4 / USERS as i64),
+        };
+        ops.push(admin(ops.len(), deposit));
+    }
+    for i in 0..MERCHANTS {
+        ops.push(admin(ops.len(), open(Owner::merchant_main(&merchant(i)))));
+    }
+    for result in ledger.apply_batch(ops).unwrap() {
+        assert!(result.receipt().is_some(), "{result:?}");
+    }
+    ledger
+}
+
+fn open(owner: Owner) -> OpKind {
+    OpKind::OpenAccount {
+        owner,
+        currency: eur(0).currency(),
+        overdraft: Overdraft::None,
+    }
+}
+
+/// Applies payments in batches of `batch` from payment number `*next` for
+/// at least `POINT_DURATION`; returns payments per second.
+fn run_ledger(ledger: &mut Ledger, batch: usize, next: &mut u64) -> f64 {
+    let start = Instant::now();
+    let mut done = 0_u64;
+    while start.elapsed() < point_duration() {
+        let ops: Vec<Op> = (0..batch as u64).map(|i| payment(*next + i)).collect();
+        *next += batch as u64;
+        let results = ledger.apply_batch(ops).unwrap();
+        debug_assert!(results.iter().all(|r| r.receipt().is_some()));
+        done += batch as u64;
+    }
+    per_second(done, start.elapsed())
+}
+
+fn per_second(count: u64, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64()
+}
+
+/// Inserts the rows a payment writes (journal entry, three postings, three
+/// balance updates, payment row, idempotency record) with plain prepared
+/// statements: the ceiling for any ledger on this schema and disk.
+fn run_raw(path: &Path, synchronous: Synchronous, batch: usize) -> f64 {
+    let mut conn = Connection::open(path).unwrap();
+    let level = match synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", level).unwrap();
+    conn.pragma_update(None, "foreign_keys", true).unwrap();
+    // Same-sized payloads as the ledger's own rows.
+    let (request, outcome): (String, String) = conn
+        .query_row(
+            "SELECT request, outcome FROM journal WHERE op = 'payment' LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let settlement: String = conn
+        .query_row("SELECT settlement FROM payments LIMIT 1", [], |r| r.get(0))
+        .unwrap();
+    let accounts: Vec<i64> = {
+        let mut stmt = conn
+            .prepare("SELECT id FROM accounts ORDER BY id LIMIT 3")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let mut seq: i64 = conn
+        .query_row("SELECT max(seq) FROM journal", [], |r| r.get(0))
+        .unwrap();
+    let hash = [7_u8; 32];
+    let start = Instant::now();
+    let mut done = 0_u64;
+    while start.elapsed() < point_duration() {
+        let tx = conn.transaction().unwrap();
+        {
+            let mut journal = tx
+                .prepare_cached(
+                    "INSERT INTO journal (seq, at_ms, op, principal, key, payment_id, request, plugin,
+                                          applied, outcome, prev_hash, hash)
+                     VALUES (?1, 0, 'payment', 'user:user1', ?2, ?3, ?4, NULL, 1, ?5, ?6, ?6)",
+                )
+                .unwrap();
+            let mut posting = tx
+                .prepare_cached(
+                    "INSERT INTO postings (seq, leg, account, amount, balance_after) VALUES (?1, ?2, ?3, ?4, 0)",
+                )
+                .unwrap();
+            let mut update = tx
+                .prepare_cached("UPDATE accounts SET balance = balance + ?1 WHERE id = ?2")
+                .unwrap();
+            let mut payment = tx
+                .prepare_cached(
+                    "INSERT INTO payments (merchant, payment_id, payer, payer_account, currency, kind,
+                                           status, authorized, captured, settlement, created_at_ms,
+                                           created_seq)
+                     VALUES ('shop1', ?1, 'user1', ?2, 'EUR', 'payment', 'captured', 1000, 1000, ?3, 0, ?4)",
+                )
+                .unwrap();
+            let mut request_row = tx
+                .prepare_cached(
+                    "INSERT INTO requests (principal, key, fields, seq, at_ms) VALUES ('user:user1', ?1, ?2, ?3, 0)",
+                )
+                .unwrap();
+            for _ in 0..batch {
+                seq += 1;
+                let key = format!("raw{seq}");
+                let pid = format!("pay_raw{seq}");
+                journal
+                    .execute(params![seq, key, pid, request, outcome, &hash[..]])
+                    .unwrap();
+                for (leg, (account, amount)) in
+                    accounts.iter().zip([-1000_i64, 985, 15]).enumerate()
+                {
+                    posting
+                        .execute(params![seq, leg as i64, account, amount])
+                        .unwrap();
+                    update.execute(params![amount, account]).unwrap();
+                }
+                payment
+                    .execute(params![pid, accounts[0], settlement, seq])
+                    .unwrap();
+                request_row.execute(params![key, request, seq]).unwrap();
+            }
+        }
+        tx.commit().unwrap();
+        done += batch as u64;
+    }
+    per_second(done, start.elapsed())
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument is not supported.
+    let prefill: u64 = std::env::var("LEDGER_BENCH_PREFILL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = tempfile::tempdir().unwrap();
+
+    println!("### Payments per second by batch size (fresh ledger)\n");
+    println!(
+        "| synchronous | batch | ledger payments/s | raw SQLite rows-equivalent/s | ledger / raw |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for synchronous in [Synchronous::Full, Synchronous::Normal] {
+        for batch in [1, 10, 100, 1000] {
+            let path = dir.path().join(format!("{synchronous:?}-{batch}.db"));
+            let mut ledger = setup(&path, synchronous);
+            let mut next = 0;
+            let ledger_rate = run_ledger(&mut ledger, batch, &mut next);
+            drop(ledger);
+            let raw_rate = run_raw(&path, synchronous, batch);
+            let ratio = ledger_rate / raw_rate;
+            println!(
+                "| {synchronous:?} | {batch} | {ledger_rate:.0} | {raw_rate:.0} | {ratio:.2} |"
+            );
+        }
+    }
+
+    println!("\n### History size: batch 100 on a fresh vs a pre-filled ledger\n");
+    let path = dir.path().join("prefilled.db");
+    let mut ledger = setup(&path, Synchronous::Normal);
+    let mut next = 0;
+    let fresh_full;
+    let fresh_normal;
+    {
+        // Fresh figures on this same file before filling it.
+        drop(ledger);
+        let mut full = Ledger::open(&path, LedgerOptions::default()).unwrap();
+        fresh_full = run_ledger(&mut full, 100, &mut next);
+        drop(full);
+        ledger = Ledger::open(
+            &path,
+            LedgerOptions {
+                synchronous: Synchronous::Normal,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        fresh_normal = run_ledger(&mut ledger, 100, &mut next);
+    }
+    let fill_start = Instant::now();
+    let fill_from = next;
+    while next < prefill {
+        let ops: Vec<Op> = (0..1_000).map(|i| payment(next + i)).collect();
+        next += 1_000;
+        ledger.apply_batch(ops).unwrap();
+    }
+    let fill_elapsed = fill_start.elapsed();
+    let filled_normal = run_ledger(&mut ledger, 100, &mut next);
+    drop(ledger);
+    let mut full = Ledger::open(&path, LedgerOptions::default()).unwrap();
+    let filled_full = run_ledger(&mut full, 100, &mut next);
+    drop(full);
+    let reader = wasmpay_ledger::Reader::open(&path).unwrap();
+    let start = Instant::now();
+    let report = reader.verify().unwrap();
+    let elapsed = start.elapsed();
+    assert!(report.is_clean(), "{report}");
+    let entries = report.journal_entries;
+    println!("| synchronous | fresh payments/s | with {entries} journal entries payments/s |");
+    println!("|---|---:|---:|");
+    println!("| Full | {fresh_full:.0} | {filled_full:.0} |");
+    println!("| Normal | {fresh_normal:.0} | {filled_normal:.0} |");
+    println!(
+        "\nFilling to {} payments at batch 1000 (NORMAL) took {:.1} s ({:.0} payments/s).",
+        prefill,
+        fill_elapsed.as_secs_f64(),
+        per_second(next.saturating_sub(fill_from), fill_elapsed)
+    );
+
+    println!("\n### verify\n");
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let per_million = elapsed.as_secs_f64() * 1e6 / report.journal_entries as f64;
+    println!(
+        "verify of {} entries / {} postings / {} accounts: {:.1} s ({per_million:.1} s per million entries); file {} MiB",
+        report.journal_entries,
+        report.postings,
+        report.accounts,
+        elapsed.as_secs_f64(),
+        size / (1 << 20)
+    );
+}
