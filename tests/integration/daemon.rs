@@ -661,3 +661,51 @@ async fn a_plugin_hot_swap_under_traffic_loses_no_decision() {
     );
     daemon.stop().await;
 }
+
+async fn http_get(address: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    response
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_outcomes_and_health_follows_the_broker() {
+    let broker = Mosquitto::start();
+    let listen = format!("127.0.0.1:{}", wasmpay_tests::free_port());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("wasmpay.db");
+    let metrics_listen = listen.clone();
+    let daemon =
+        Daemon::start_on(&broker, dir, db, move |c| c.metrics.listen = metrics_listen).await;
+    let mut world = World::open(&broker, "metrics").await;
+    assert_eq!(world.pay("m-1", "1.00").await["ok"], true);
+    assert_eq!(
+        world.pay("m-2", "1000.00").await["error"]["code"],
+        "insufficient_funds"
+    );
+
+    let health = http_get(&listen, "/health").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let metrics = http_get(&listen, "/metrics").await;
+    for line in [
+        r#"wasmpay_messages_total{command="pay",outcome="ok"} 1"#,
+        r#"wasmpay_messages_total{command="pay",outcome="insufficient_funds"} 1"#,
+        "wasmpay_ledger_commit_seconds_count",
+        "wasmpay_reply_latency_seconds_count",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+    drop(broker);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let health = http_get(&listen, "/health").await;
+    assert!(health.starts_with("HTTP/1.1 503"), "{health}");
+    daemon.stop().await;
+}

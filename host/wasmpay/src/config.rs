@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::metrics::MetricsConfig;
 use crate::mqtt::BrokerConfig;
 
 /// Prefix of environment overrides: `WASMPAY__BROKER__ADDRESS=host:1883`
@@ -29,6 +30,7 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     pub fees: FeesConfig,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
 }
 
 /// `[ledger]`: where the money is kept and how durably.
@@ -128,7 +130,7 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 const SECTIONS: &[&str] = &[
-    "broker", "ledger", "plugins", "protocol", "pipeline", "fees", "log",
+    "broker", "ledger", "plugins", "protocol", "pipeline", "fees", "log", "metrics",
 ];
 
 impl Config {
@@ -172,6 +174,7 @@ impl Config {
             pipeline: section(&table, "pipeline", &mut errors),
             fees: section(&table, "fees", &mut errors),
             log: section(&table, "log", &mut errors),
+            metrics: section(&table, "metrics", &mut errors),
         };
         config.validate(&mut errors);
         if errors.is_empty() {

@@ -23,6 +23,7 @@ use wasmpay_protocol::{
 };
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::mqtt::{Inbound, Outbound};
 
 /// The topics the daemon subscribes to.
@@ -41,6 +42,7 @@ pub struct Shared {
     /// Bounds plugin calls and compiles running at once to the worker count.
     workers: tokio::sync::Semaphore,
     pub started: Instant,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -56,6 +58,7 @@ impl Shared {
             quote_limits: QuoteLimits::default(),
             workers: tokio::sync::Semaphore::new(config.pipeline.plugin_workers),
             started: Instant::now(),
+            metrics: Arc::new(Metrics::default()),
         })
     }
 
@@ -173,7 +176,11 @@ pub async fn prepare(shared: &Arc<Shared>, message: &Inbound) -> Prepared {
     ) {
         Decoded::Request(request) => request,
         Decoded::Ignore => return Prepared::Answer(Vec::new()),
-        Decoded::Invalid(rejection) => return Prepared::Answer(reject(message, &rejection)),
+        Decoded::Invalid(rejection) => {
+            shared.metrics.message("invalid", rejection.code.as_str());
+            shared.metrics.dead_letter();
+            return Prepared::Answer(reject(message, &rejection));
+        }
     };
     let reply = ReplyTo::for_message(message, &request.principal);
     let span = tracing::debug_span!("request", id = %request.id, principal = ?request.principal, command = request.command.name());
@@ -183,6 +190,7 @@ pub async fn prepare(shared: &Arc<Shared>, message: &Inbound) -> Prepared {
         Ok(work) => work,
         Err(failure) => {
             tracing::info!(code = failure.code, message = %failure.message, "request refused before the ledger");
+            shared.metrics.message(request.command.name(), failure.code);
             return Prepared::Answer(vec![reply.send(encode_error(
                 Some(request.id.as_str()),
                 failure.code,
@@ -438,6 +446,7 @@ async fn decide_payment(
         .await;
     match call {
         Ok(Ok(called)) => {
+            shared.metrics.plugin_call(called.fuel_used, called.elapsed);
             tracing::debug!(
                 fuel = called.fuel_used,
                 elapsed_us = called.elapsed.as_micros() as u64,

@@ -18,6 +18,7 @@
 
 pub mod config;
 pub mod handlers;
+pub mod metrics;
 pub mod mqtt;
 pub mod pipeline;
 mod replies;

@@ -13,7 +13,9 @@
 //!   as many messages as the broker may have in flight (`receive_maximum`),
 //!   and acks and publishes go through the client from other tasks.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
@@ -88,6 +90,8 @@ pub struct Inbound {
     pub user_properties: Vec<(String, String)>,
     /// The broker says it may have sent this before.
     pub redelivered: bool,
+    /// When the host took it from the broker.
+    pub received: Instant,
     ack: Option<Publish>,
 }
 
@@ -104,6 +108,7 @@ pub struct Outbound {
 #[derive(Debug, Clone)]
 pub struct Broker {
     client: AsyncClient,
+    connected: Arc<AtomicBool>,
 }
 
 impl Broker {
@@ -133,6 +138,11 @@ impl Broker {
                 .map_err(|e| format!("ack failed: {e}")),
             None => Ok(()),
         }
+    }
+
+    /// Whether the broker connection is up now.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
     }
 
     /// Asks the broker for a clean disconnect (the session stays).
@@ -176,10 +186,22 @@ pub fn start(
         Duration::from_millis(config.reconnect_backoff_ms_max.max(1)),
     );
     let subscriber = client.clone();
+    let connected = Arc::new(AtomicBool::new(false));
+    let flag = connected.clone();
     let task = tokio::spawn(async move {
-        run_event_loop(eventloop, subscriber, topics, tx, backoff, &mut shutdown).await;
+        run_event_loop(
+            eventloop,
+            subscriber,
+            topics,
+            tx,
+            backoff,
+            &mut shutdown,
+            &flag,
+        )
+        .await;
+        flag.store(false, Ordering::Relaxed);
     });
-    Ok((Broker { client }, rx, task))
+    Ok((Broker { client, connected }, rx, task))
 }
 
 async fn run_event_loop(
@@ -189,6 +211,7 @@ async fn run_event_loop(
     tx: mpsc::Sender<Inbound>,
     (backoff_min, backoff_max): (Duration, Duration),
     shutdown: &mut watch::Receiver<bool>,
+    connected: &AtomicBool,
 ) {
     let mut backoff = backoff_min;
     loop {
@@ -209,6 +232,7 @@ async fn run_event_loop(
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff = backoff_min;
+                connected.store(true, Ordering::Relaxed);
                 tracing::info!(session_present = ack.session_present, "connected to broker");
                 for topic in topics {
                     if let Err(e) = client.subscribe(*topic, QoS::AtLeastOnce).await {
@@ -227,6 +251,7 @@ async fn run_event_loop(
             }
             Ok(_) => {}
             Err(e) => {
+                connected.store(false, Ordering::Relaxed);
                 if matches!(e, ConnectionError::RequestsDone) {
                     return;
                 }
@@ -269,6 +294,7 @@ fn to_inbound(publish: Publish) -> Inbound {
         correlation_data,
         user_properties,
         redelivered: publish.dup,
+        received: Instant::now(),
         ack: needs_ack.then_some(publish),
     }
 }

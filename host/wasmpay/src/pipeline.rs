@@ -53,7 +53,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .name("ledger-writer".to_owned())
         .spawn(move || writer.run(batch_rx, done_tx))?;
 
+    let metrics_task = if config.metrics.listen.is_empty() {
+        None
+    } else {
+        let health = broker.clone();
+        Some(
+            crate::metrics::serve(
+                config.metrics.listen.clone(),
+                shared.metrics.clone(),
+                move || health.is_connected(),
+            )
+            .await?,
+        )
+    };
     let replier_broker = broker.clone();
+    let replier_metrics = shared.metrics.clone();
     let replier = tokio::spawn(async move {
         while let Some(batch) = done_rx.recv().await {
             for (message, replies) in batch {
@@ -61,6 +75,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                     if let Err(e) = replier_broker.publish(reply).await {
                         tracing::error!(error = %e, "reply not published");
                     }
+                }
+                if let Some(message) = &message {
+                    replier_metrics.replied(message.received.elapsed());
                 }
                 if let Some(message) = message
                     && let Err(e) = replier_broker.ack(&message).await
@@ -118,6 +135,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 ordered.push_back(async { handlers::sweep_holds() }.boxed());
             }
         }
+        shared.metrics.inflight(ordered.len());
         if stopping && ordered.is_empty() {
             break;
         }
@@ -134,6 +152,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let _ = stop_mqtt.send(true);
     let _ = mqtt_task.await;
     drain.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     writer_result?;
     tracing::info!("wasmpay stopped cleanly");
     Ok(())

@@ -113,6 +113,7 @@ impl Writer {
         }
         .into_iter();
         if op_count > 0 {
+            self.shared.metrics.batch(op_count, started.elapsed());
             tracing::debug!(
                 ops = op_count,
                 commit_us = started.elapsed().as_micros() as u64,
@@ -139,6 +140,9 @@ impl Writer {
                             anyhow::anyhow!("ledger returned fewer results than operations")
                         })?;
                         log_result(&ready, &result);
+                        self.shared
+                            .metrics
+                            .message(ready.request.command.name(), outcome_label(&result));
                         replies::for_op(&self.reader, &ready, op, &result)
                     }
                     Work::Read => vec![self.read(&ready)],
@@ -341,6 +345,20 @@ fn load_version(
             config,
         },
     )?)
+}
+
+fn outcome_label(result: &OpResult) -> &'static str {
+    match result {
+        OpResult::Done {
+            outcome: wasmpay_ledger::Outcome::Applied(_),
+            ..
+        } => "ok",
+        OpResult::Done {
+            outcome: wasmpay_ledger::Outcome::Refused(refusal),
+            ..
+        } => refusal.code(),
+        OpResult::Conflict { .. } => "conflict",
+    }
 }
 
 fn log_result(ready: &Ready, result: &OpResult) {
