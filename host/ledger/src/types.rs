@@ -10,16 +10,13 @@ use wasmpay_domain::{Currency, MerchantId, Money, SubAccount, UserId};
 /// Who an account belongs to. Each owner has at most one account per currency
 /// (per sub-account, for merchants).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+#[serde(rename_all = "snake_case", tag = "kind", content = "id")]
 pub enum Owner {
     /// A paying user; opened explicitly by an admin.
-    User { user: UserId },
+    User(UserId),
     /// One of a merchant's accounts: `main` is opened explicitly, the others
     /// open on their first credit.
-    Merchant {
-        merchant: MerchantId,
-        account: SubAccount,
-    },
+    Merchant(MerchantId, SubAccount),
     /// The operator's fee income; opens on demand.
     Platform,
     /// Money outside wasmpay (deposits come from it, payouts go to it); opens
@@ -30,14 +27,11 @@ pub enum Owner {
 
 impl Owner {
     pub fn user(user: &UserId) -> Self {
-        Self::User { user: user.clone() }
+        Self::User(user.clone())
     }
 
     pub fn merchant(merchant: &MerchantId, account: &SubAccount) -> Self {
-        Self::Merchant {
-            merchant: merchant.clone(),
-            account: account.clone(),
-        }
+        Self::Merchant(merchant.clone(), account.clone())
     }
 
     pub fn merchant_main(merchant: &MerchantId) -> Self {
@@ -47,10 +41,8 @@ impl Owner {
     /// The three columns that name an owner in the `accounts` table.
     pub(crate) fn columns(&self) -> (&'static str, &str, &str) {
         match self {
-            Self::User { user } => ("user", user.as_str(), ""),
-            Self::Merchant { merchant, account } => {
-                ("merchant", merchant.as_str(), account.as_str())
-            }
+            Self::User(user) => ("user", user.as_str(), ""),
+            Self::Merchant(merchant, account) => ("merchant", merchant.as_str(), account.as_str()),
             Self::Platform => ("platform", "", ""),
             Self::World => ("world", "", ""),
         }
@@ -60,13 +52,11 @@ impl Owner {
     /// crate writes (a corrupt or tampered row).
     pub(crate) fn from_columns(kind: &str, id: &str, sub: &str) -> Option<Self> {
         match kind {
-            "user" => Some(Self::User {
-                user: UserId::new(id).ok()?,
-            }),
-            "merchant" => Some(Self::Merchant {
-                merchant: MerchantId::new(id).ok()?,
-                account: SubAccount::new(sub).ok()?,
-            }),
+            "user" => Some(Self::User(UserId::new(id).ok()?)),
+            "merchant" => Some(Self::Merchant(
+                MerchantId::new(id).ok()?,
+                SubAccount::new(sub).ok()?,
+            )),
             "platform" => Some(Self::Platform),
             "world" => Some(Self::World),
             _ => None,
@@ -77,8 +67,8 @@ impl Owner {
 impl fmt::Display for Owner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::User { user } => write!(f, "user/{user}"),
-            Self::Merchant { merchant, account } => write!(f, "merchant/{merchant}/{account}"),
+            Self::User(user) => write!(f, "user/{user}"),
+            Self::Merchant(merchant, account) => write!(f, "merchant/{merchant}/{account}"),
             Self::Platform => f.write_str("platform"),
             Self::World => f.write_str("world"),
         }

@@ -126,6 +126,13 @@ pub enum Problem {
     ClosedTwice { payment_id: String, seqs: String },
     /// A payment row whose amounts contradict each other.
     Payment { payment_id: String, detail: String },
+    /// An idempotency record or payment naming a journal entry that does
+    /// not exist.
+    DanglingEntry {
+        table: String,
+        row: String,
+        seq: i64,
+    },
     /// A row that cannot be decoded.
     Unreadable { table: String, detail: String },
 }
@@ -226,6 +233,12 @@ impl fmt::Display for Problem {
                 )
             }
             Self::Payment { payment_id, detail } => write!(f, "payment {payment_id}: {detail}"),
+            Self::DanglingEntry { table, row, seq } => {
+                write!(
+                    f,
+                    "{table} row {row} names journal entry {seq}, which does not exist"
+                )
+            }
             Self::Unreadable { table, detail } => write!(f, "unreadable {table} row: {detail}"),
         }
     }
@@ -262,6 +275,7 @@ pub(crate) fn verify(conn: &Connection) -> Result<VerifyReport, LedgerError> {
     let (journal_entries, postings, sums) = check_journal(&tx, &accounts, &mut problems)?;
     check_accounts(&tx, &accounts, &sums, &mut problems)?;
     check_holds(&tx, &mut problems)?;
+    check_entry_links(&tx, &mut problems)?;
     check_sqlite(&tx, &mut problems)?;
     tx.finish()?;
     Ok(VerifyReport {
@@ -551,6 +565,30 @@ fn check_holds(conn: &Connection, problems: &mut Vec<Problem>) -> Result<(), Led
             detail: format!(
                 "{kind} {status}: authorized {authorized}, captured {captured}, refunded {refunded}"
             ),
+        });
+    }
+    Ok(())
+}
+
+/// The links to journal entries that carry no foreign key (see the schema).
+fn check_entry_links(conn: &Connection, problems: &mut Vec<Problem>) -> Result<(), LedgerError> {
+    let mut stmt = conn.prepare(
+        "SELECT 'requests', principal || '/' || key, seq FROM requests r
+         WHERE NOT EXISTS (SELECT 1 FROM journal j WHERE j.seq = r.seq)
+         UNION ALL
+         SELECT 'payments', merchant || '/' || payment_id, created_seq FROM payments p
+         WHERE NOT EXISTS (SELECT 1 FROM journal j WHERE j.seq = p.created_seq)
+         UNION ALL
+         SELECT 'payments', merchant || '/' || payment_id, closed_seq FROM payments p
+         WHERE closed_seq IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM journal j WHERE j.seq = p.closed_seq)",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        problems.push(Problem::DanglingEntry {
+            table: r.get(0)?,
+            row: r.get(1)?,
+            seq: r.get(2)?,
         });
     }
     Ok(())

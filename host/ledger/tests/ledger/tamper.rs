@@ -279,3 +279,16 @@ fn flipped_bytes_in_the_postings_page_are_reported() {
         assert!(!report.is_clean(), "flip at -{back} went unnoticed");
     }
 }
+
+#[test]
+fn a_request_record_pointing_past_the_journal_is_named() {
+    let fx = busy_ledger();
+    let report = tampered(&fx, "UPDATE requests SET seq = 999 WHERE key = 'k4'");
+    assert!(
+        has(&report, |p| matches!(
+            p,
+            Problem::DanglingEntry { table, seq: 999, .. } if table == "requests"
+        )),
+        "{report}"
+    );
+}
