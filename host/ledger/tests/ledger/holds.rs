@@ -229,3 +229,27 @@ fn payer_activity_counts_open_holds_at_their_held_amount() {
     assert_eq!((count, volume), (1, eur(40_000)));
     fx.assert_clean();
 }
+
+#[test]
+fn an_unreadable_row_refuses_only_its_op_and_is_not_stored() {
+    let mut fx = held();
+    rusqlite::Connection::open(fx.path())
+        .unwrap()
+        .execute("UPDATE payments SET settlement = 'garbage'", [])
+        .unwrap();
+    let ops = vec![
+        fx.op(wasmpay_ledger::Principal::Admin, capture("h", None)),
+        fx.op(
+            wasmpay_ledger::Principal::Admin,
+            payment("alice", "shop", "p", eur(1), 0),
+        ),
+    ];
+    let retry = ops[0].clone();
+    let results = fx.ledger.apply_batch(ops).unwrap();
+    let codes: Vec<_> = results.iter().map(code).collect();
+    assert_eq!(codes, ["internal_error", "applied"]);
+    // Not stored: a retry runs the operation again (and fails again here).
+    let again = fx.ledger.apply(retry).unwrap();
+    assert!(!again.is_replayed());
+    assert_eq!(fx.held(&alice()), 40_000);
+}
