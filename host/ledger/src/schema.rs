@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::LedgerError;
@@ -188,6 +189,13 @@ fn configure(conn: &Connection, cache_kib: i64) -> Result<(), LedgerError> {
     // Savepoints (one per operation) copy each page they touch to a
     // statement journal first; keep it in memory rather than a temp file.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // rusqlite clears a cached statement's bindings when it goes back to the
+    // cache, and SQLite expires a statement whose plan may depend on a bound
+    // value when its bindings change: without the query planner stability
+    // guarantee, such statements were re-prepared on every use (measured:
+    // the idempotency lookup, once per operation). Stable plans are what a
+    // ledger wants anyway.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     Ok(())
 }
 
