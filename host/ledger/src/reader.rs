@@ -7,12 +7,14 @@ use std::path::Path;
 
 use rusqlite::{Connection, params};
 use serde::Serialize;
-use wasmpay_domain::{Currency, MerchantId, Money, PaymentId, UserId};
+use wasmpay_domain::{Currency, MerchantId, Money, PaymentId, RequestId, UserId};
 
 use crate::accounts;
+use crate::op::Fields;
+use crate::outcome::OpResult;
 use crate::payments::{self, PaymentInfo};
 use crate::schema;
-use crate::types::{Balance, Balances, Owner};
+use crate::types::{Balance, Balances, Owner, Principal};
 use crate::{Ledger, LedgerError};
 
 /// A read-only connection. `Send`: open one per worker thread.
@@ -125,6 +127,19 @@ impl Reader {
 
     pub fn merchant_exists(&self, merchant: &MerchantId) -> Result<bool, LedgerError> {
         merchant_exists(&self.conn, merchant)
+    }
+
+    /// The idempotency pre-check from a worker thread, like
+    /// [`Ledger::lookup`]. A `None` here may be answered by a concurrent
+    /// commit before the op reaches the writer, which checks again inside its
+    /// transaction: this saves a plugin run, it does not guarantee one.
+    pub fn lookup(
+        &self,
+        principal: &Principal,
+        key: &RequestId,
+        fields: &Fields,
+    ) -> Result<Option<OpResult>, LedgerError> {
+        crate::writer::find_request(&self.conn, &principal.key(), key.as_str(), fields)
     }
 }
 
