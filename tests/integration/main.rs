@@ -3,4 +3,5 @@
 //! concern.
 
 mod broker_acl;
+mod cli;
 mod daemon;

@@ -16,6 +16,7 @@
 //! - `replies`: ledger outcomes to reply and notification payloads.
 //! - [`config`]: the TOML file and environment overrides.
 
+pub mod cli;
 pub mod config;
 pub mod handlers;
 pub mod metrics;

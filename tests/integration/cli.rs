@@ -1,0 +1,467 @@
+//! The `wasmpay` client commands as a person or a script uses them: the real
+//! binary, run as a process against a real Mosquitto and the daemon.
+//!
+//! The binary is `wasmpay-e2e`, the same `host/wasmpay/src/main.rs` built as
+//! a binary of this package (see `tests/Cargo.toml`): cargo builds a
+//! package's own binaries before its integration tests and tells them where
+//! (`CARGO_BIN_EXE_<name>`), but never a dependency's binaries. Building it
+//! here keeps the profile, the features and the freshness of the test run,
+//! with no nested cargo.
+
+use std::process::Command;
+
+use serde_json::Value;
+use wasmpay_tests::{Mosquitto, V5Client, free_port};
+
+use crate::daemon::Daemon;
+
+/// What one run of the binary did.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {self:?}"))
+    }
+}
+
+/// Runs `wasmpay <args>` with the broker given the way a shell user would
+/// (`WASMPAY_BROKER`), and nothing else inherited that could change it.
+async fn wasmpay(broker: &str, args: &[&str]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wasmpay-e2e"));
+    command
+        .args(args)
+        .env("WASMPAY_BROKER", broker)
+        .env_remove("WASMPAY_USERNAME")
+        .env_remove("WASMPAY_PASSWORD");
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("join")
+        .expect("run the wasmpay binary");
+    Run {
+        code: output.status.code().expect("exited, not killed"),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Asserts the exit code, showing everything the run printed if it differs.
+fn expect(run: &Run, code: i32) -> &Run {
+    assert_eq!(run.code, code, "{run:#?}");
+    run
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shell_user_opens_accounts_deposits_pays_and_reads_the_balance() {
+    let broker = Mosquitto::start();
+    let daemon = Daemon::start(&broker).await;
+    let b = broker.address();
+
+    let run = wasmpay(&b, &["open-account", "--user", "alice", "EUR"]).await;
+    assert!(
+        expect(&run, 0)
+            .stdout
+            .contains("opened a EUR account for user alice"),
+        "{run:#?}"
+    );
+    expect(
+        &wasmpay(&b, &["open-account", "--merchant", "m-shop", "EUR"]).await,
+        0,
+    );
+    let run = wasmpay(&b, &["deposit", "--user", "alice", "100.00", "EUR"]).await;
+    assert!(
+        expect(&run, 0).stdout.contains("balance now 100.00 EUR"),
+        "{run:#?}"
+    );
+
+    let run = wasmpay(
+        &b,
+        &[
+            "pay",
+            "--user",
+            "alice",
+            "--merchant",
+            "m-shop",
+            "4.20",
+            "EUR",
+            "--memo",
+            "flat white",
+        ],
+    )
+    .await;
+    let out = &expect(&run, 0).stdout;
+    assert!(
+        out.starts_with("approved: 4.20 EUR to m-shop, payment pay_"),
+        "{out}"
+    );
+    assert!(out.contains("default rules"), "{out}");
+    // A generated id is printed, so the user can retry with it.
+    assert!(out.contains("request id cli-"), "{out}");
+
+    let run = wasmpay(&b, &["balance", "--user", "alice"]).await;
+    let out = &expect(&run, 0).stdout;
+    assert!(
+        out.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("main") && l.contains("95.80 EUR")),
+        "{out}"
+    );
+
+    let run = wasmpay(&b, &["history", "--user", "alice"]).await;
+    let out = &expect(&run, 0).stdout;
+    assert!(
+        out.contains("payment") && out.contains("-4.20 EUR"),
+        "{out}"
+    );
+    assert!(
+        out.contains("deposit") && out.contains("100.00 EUR"),
+        "{out}"
+    );
+
+    let run = wasmpay(&b, &["status"]).await;
+    assert!(
+        expect(&run, 0)
+            .stdout
+            .starts_with("wasmpay 0.1.0 (protocol "),
+        "{run:#?}"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_and_declines_exit_1_naming_their_code() {
+    let broker = Mosquitto::start();
+    let daemon = Daemon::start(&broker).await;
+    let b = broker.address();
+    expect(
+        &wasmpay(&b, &["open-account", "--user", "bob", "EUR"]).await,
+        0,
+    );
+    expect(
+        &wasmpay(&b, &["open-account", "--merchant", "m-shop", "EUR"]).await,
+        0,
+    );
+    expect(
+        &wasmpay(&b, &["deposit", "--user", "bob", "50", "EUR"]).await,
+        0,
+    );
+
+    let run = wasmpay(
+        &b,
+        &[
+            "pay",
+            "--user",
+            "bob",
+            "--merchant",
+            "m-shop",
+            "80.00",
+            "EUR",
+        ],
+    )
+    .await;
+    assert!(
+        expect(&run, 1)
+            .stderr
+            .starts_with("refused: insufficient_funds\n"),
+        "{run:#?}"
+    );
+    assert!(
+        run.stderr.contains("wasmpay deposit"),
+        "the advice names the fix: {run:#?}"
+    );
+
+    // The guard plugin, uploaded in binary form with its configuration as
+    // user properties, declines what is above its maximum.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let guard = dir.path().join("guard.wasm");
+    std::fs::write(&guard, wasmpay_plugin_artifacts::GUARD).expect("write guard.wasm");
+    let run = wasmpay(
+        &b,
+        &[
+            "plugin",
+            "upload",
+            "--merchant",
+            "m-shop",
+            guard.to_str().expect("utf-8 path"),
+            "--config",
+            "amount_max.EUR=5.00",
+        ],
+    )
+    .await;
+    assert!(
+        expect(&run, 0).stdout.starts_with("stored plugin v1 ("),
+        "{run:#?}"
+    );
+    let run = wasmpay(&b, &["plugin", "list", "--merchant", "m-shop"]).await;
+    assert!(
+        expect(&run, 0)
+            .stdout
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("*") && l.contains("v1")),
+        "{run:#?}"
+    );
+
+    let run = wasmpay(
+        &b,
+        &[
+            "pay",
+            "--user",
+            "bob",
+            "--merchant",
+            "m-shop",
+            "6.00",
+            "EUR",
+            "--id",
+            "big-1",
+        ],
+    )
+    .await;
+    assert!(
+        expect(&run, 1)
+            .stderr
+            .starts_with("declined: payment_declined (amount_above_max): the largest payment accepted is 5.00 EUR\n"),
+        "{run:#?}"
+    );
+    assert!(run.stderr.contains("plugin v1 ("), "{run:#?}");
+
+    // Scripts read the reply as it arrived; the exit code still says it.
+    let run = wasmpay(
+        &b,
+        &[
+            "pay",
+            "--user",
+            "bob",
+            "--merchant",
+            "m-shop",
+            "6.00",
+            "EUR",
+            "--id",
+            "big-1",
+            "--json",
+        ],
+    )
+    .await;
+    let reply = expect(&run, 1).json();
+    assert_eq!(reply["id"], "big-1");
+    assert_eq!(
+        reply["error"]["detail"]["decline"]["code"], "amount_above_max",
+        "{reply}"
+    );
+
+    // The same id with other parameters is a conflict, not a new payment.
+    let run = wasmpay(
+        &b,
+        &[
+            "pay",
+            "--user",
+            "bob",
+            "--merchant",
+            "m-shop",
+            "2.00",
+            "EUR",
+            "--id",
+            "big-1",
+        ],
+    )
+    .await;
+    assert!(
+        expect(&run, 1).stderr.starts_with("refused: conflict\n"),
+        "{run:#?}"
+    );
+
+    let run = wasmpay(&b, &["balance", "--user", "bob", "--json"]).await;
+    let reply = expect(&run, 0).json();
+    assert_eq!(
+        reply["result"]["accounts"][0]["available"]["amount"], "50.00",
+        "{reply}"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_with_the_same_id_is_answered_not_applied_twice() {
+    let broker = Mosquitto::start();
+    let daemon = Daemon::start(&broker).await;
+    let b = broker.address();
+    expect(
+        &wasmpay(&b, &["open-account", "--user", "carol", "EUR"]).await,
+        0,
+    );
+    expect(
+        &wasmpay(&b, &["open-account", "--merchant", "m-shop", "EUR"]).await,
+        0,
+    );
+    expect(
+        &wasmpay(
+            &b,
+            &["deposit", "--user", "carol", "10", "EUR", "--id", "d-1"],
+        )
+        .await,
+        0,
+    );
+    expect(
+        &wasmpay(
+            &b,
+            &["deposit", "--user", "carol", "10", "EUR", "--id", "d-1"],
+        )
+        .await,
+        0,
+    );
+    let pay = [
+        "pay",
+        "--user",
+        "carol",
+        "--merchant",
+        "m-shop",
+        "3",
+        "EUR",
+        "--id",
+        "p-1",
+        "--json",
+    ];
+    let first = expect(&wasmpay(&b, &pay).await, 0).json();
+    let again = expect(&wasmpay(&b, &pay).await, 0).json();
+    assert_eq!(first, again);
+
+    // Holds: authorize as the user, capture part as the merchant.
+    let hold = wasmpay(
+        &b,
+        &[
+            "authorize",
+            "--user",
+            "carol",
+            "--merchant",
+            "m-shop",
+            "5.00",
+            "EUR",
+            "--json",
+        ],
+    )
+    .await;
+    let hold = expect(&hold, 0).json();
+    let payment_id = hold["result"]["payment_id"]
+        .as_str()
+        .expect("payment id")
+        .to_owned();
+    let run = wasmpay(
+        &b,
+        &[
+            "capture",
+            "--merchant",
+            "m-shop",
+            &payment_id,
+            "2.00",
+            "EUR",
+        ],
+    )
+    .await;
+    assert!(
+        expect(&run, 0).stdout.starts_with(&format!(
+            "captured 2.00 EUR of {payment_id}; released 3.00 EUR"
+        )),
+        "{run:#?}"
+    );
+    let run = wasmpay(&b, &["void", "--merchant", "m-shop", &payment_id]).await;
+    assert!(
+        expect(&run, 1)
+            .stderr
+            .starts_with("refused: already_captured"),
+        "{run:#?}"
+    );
+    let run = wasmpay(
+        &b,
+        &["refund", "--merchant", "m-shop", &payment_id, "1.00", "EUR"],
+    )
+    .await;
+    assert!(
+        expect(&run, 0).stdout.starts_with("refunded 1.00 EUR"),
+        "{run:#?}"
+    );
+
+    let run = wasmpay(&b, &["balance", "--user", "carol", "--json"]).await;
+    // 10 deposited once, 3 paid once, 2 captured, 1 refunded.
+    assert_eq!(
+        expect(&run, 0).json()["result"]["accounts"][0]["balance"]["amount"],
+        "6.00"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_connection_and_timeout_errors_have_their_own_exit_codes() {
+    // Nobody listens on this port: exit 2, and the message says what to do.
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let run = wasmpay(&nowhere, &["balance", "--user", "alice"]).await;
+    assert!(
+        expect(&run, 2).stderr.contains("Is the daemon running?"),
+        "{run:#?}"
+    );
+
+    // Bad arguments never reach the broker.
+    let run = wasmpay(
+        &nowhere,
+        &[
+            "pay",
+            "--user",
+            "alice",
+            "--merchant",
+            "m-shop",
+            "4.201",
+            "EUR",
+        ],
+    )
+    .await;
+    assert!(expect(&run, 2).stderr.contains("4.201"), "{run:#?}");
+    expect(
+        &wasmpay(
+            &nowhere,
+            &["pay", "--user", "al ice", "--merchant", "m", "1", "EUR"],
+        )
+        .await,
+        2,
+    );
+
+    // A broker with no daemon behind it: the broker says nobody listens.
+    let broker = Mosquitto::start();
+    let run = wasmpay(&broker.address(), &["balance", "--user", "alice"]).await;
+    assert!(
+        expect(&run, 2).stderr.contains("nobody listens"),
+        "{run:#?}"
+    );
+
+    // Something subscribes but never answers: exit 3, with the id to retry.
+    let _silent = V5Client::connect(
+        &broker.address(),
+        "silent",
+        "unused",
+        None,
+        &["wasmpay/v1/users/+/+"],
+    )
+    .await;
+    let run = wasmpay(
+        &broker.address(),
+        &[
+            "pay",
+            "--user",
+            "alice",
+            "--merchant",
+            "m-shop",
+            "1",
+            "EUR",
+            "--timeout-ms",
+            "300",
+        ],
+    )
+    .await;
+    expect(&run, 3);
+    assert!(run.stderr.contains("no reply within 300 ms"), "{run:#?}");
+    assert!(
+        run.stderr.contains("--id cli-"),
+        "the retry command carries the id: {run:#?}"
+    );
+}
