@@ -119,10 +119,41 @@ fn open(owner: Owner) -> OpKind {
     }
 }
 
+/// One measured point: wall-clock throughput, and this process's CPU time
+/// per payment, which other load on a shared machine disturbs far less.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    per_second: f64,
+    cpu_us: f64,
+}
+
+/// This process's user + system CPU time, from /proc (Linux; ticks of 10 ms).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // utime and stime are the 12th and 13th fields after the parenthesised
+    // command name.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+fn measure(count: u64, start: Instant, cpu_start: Duration) -> Rate {
+    let cpu = cpu_time().saturating_sub(cpu_start);
+    Rate {
+        per_second: per_second(count, start.elapsed()),
+        cpu_us: cpu.as_secs_f64() * 1e6 / count as f64,
+    }
+}
+
 /// Applies payments in batches of `batch` from payment number `*next` for
-/// at least `POINT_DURATION`; returns payments per second.
-fn run_ledger(ledger: &mut Ledger, batch: usize, next: &mut u64) -> f64 {
-    let start = Instant::now();
+/// at least `point_duration()`.
+fn run_ledger(ledger: &mut Ledger, batch: usize, next: &mut u64) -> Rate {
+    let (start, cpu_start) = (Instant::now(), cpu_time());
     let mut done = 0_u64;
     while start.elapsed() < point_duration() {
         let ops: Vec<Op> = (0..batch as u64).map(|i| payment(*next + i)).collect();
@@ -131,7 +162,7 @@ fn run_ledger(ledger: &mut Ledger, batch: usize, next: &mut u64) -> f64 {
         debug_assert!(results.iter().all(|r| r.receipt().is_some()));
         done += batch as u64;
     }
-    per_second(done, start.elapsed())
+    measure(done, start, cpu_start)
 }
 
 fn per_second(count: u64, elapsed: Duration) -> f64 {
@@ -141,7 +172,7 @@ fn per_second(count: u64, elapsed: Duration) -> f64 {
 /// Inserts the rows a payment writes (journal entry, three postings, three
 /// balance updates, payment row, idempotency record) with plain prepared
 /// statements: the ceiling for any ledger on this schema and disk.
-fn run_raw(path: &Path, synchronous: Synchronous, batch: usize) -> f64 {
+fn run_raw(path: &Path, synchronous: Synchronous, batch: usize) -> Rate {
     let mut conn = Connection::open(path).unwrap();
     let level = match synchronous {
         Synchronous::Full => "FULL",
@@ -173,7 +204,7 @@ fn run_raw(path: &Path, synchronous: Synchronous, batch: usize) -> f64 {
         .query_row("SELECT max(seq) FROM journal", [], |r| r.get(0))
         .unwrap();
     let hash = [7_u8; 32];
-    let start = Instant::now();
+    let (start, cpu_start) = (Instant::now(), cpu_time());
     let mut done = 0_u64;
     while start.elapsed() < point_duration() {
         let tx = conn.transaction().unwrap();
@@ -230,7 +261,7 @@ fn run_raw(path: &Path, synchronous: Synchronous, batch: usize) -> f64 {
         tx.commit().unwrap();
         done += batch as u64;
     }
-    per_second(done, start.elapsed())
+    measure(done, start, cpu_start)
 }
 
 fn main() {
@@ -243,9 +274,9 @@ fn main() {
 
     println!("### Payments per second by batch size (fresh ledger)\n");
     println!(
-        "| synchronous | batch | ledger payments/s | raw SQLite rows-equivalent/s | ledger / raw |"
+        "| synchronous | batch | ledger payments/s | ledger CPU µs/payment | raw SQLite same rows/s | raw CPU µs/payment | ledger / raw |"
     );
-    println!("|---|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for synchronous in [Synchronous::Full, Synchronous::Normal] {
         for batch in [1, 10, 100, 1000] {
             let path = dir.path().join(format!("{synchronous:?}-{batch}.db"));
@@ -253,10 +284,14 @@ fn main() {
             let mut next = 0;
             let ledger_rate = run_ledger(&mut ledger, batch, &mut next);
             drop(ledger);
-            let raw_rate = run_raw(&path, synchronous, batch);
-            let ratio = ledger_rate / raw_rate;
+            let raw = run_raw(&path, synchronous, batch);
             println!(
-                "| {synchronous:?} | {batch} | {ledger_rate:.0} | {raw_rate:.0} | {ratio:.2} |"
+                "| {synchronous:?} | {batch} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",
+                ledger_rate.per_second,
+                ledger_rate.cpu_us,
+                raw.per_second,
+                raw.cpu_us,
+                ledger_rate.per_second / raw.per_second
             );
         }
     }
@@ -283,13 +318,14 @@ fn main() {
         .unwrap();
         fresh_normal = run_ledger(&mut ledger, 100, &mut next);
     }
-    let fill_start = Instant::now();
+    let (fill_start, fill_cpu) = (Instant::now(), cpu_time());
     let fill_from = next;
     while next < prefill {
         let ops: Vec<Op> = (0..1_000).map(|i| payment(next + i)).collect();
         next += 1_000;
         ledger.apply_batch(ops).unwrap();
     }
+    let fill = measure(next.saturating_sub(fill_from).max(1), fill_start, fill_cpu);
     let fill_elapsed = fill_start.elapsed();
     let filled_normal = run_ledger(&mut ledger, 100, &mut next);
     drop(ledger);
@@ -297,31 +333,43 @@ fn main() {
     let filled_full = run_ledger(&mut full, 100, &mut next);
     drop(full);
     let reader = wasmpay_ledger::Reader::open(&path).unwrap();
-    let start = Instant::now();
+    let (start, cpu_start) = (Instant::now(), cpu_time());
     let report = reader.verify().unwrap();
     let elapsed = start.elapsed();
+    let verify_cpu = cpu_time().saturating_sub(cpu_start);
     assert!(report.is_clean(), "{report}");
     let entries = report.journal_entries;
-    println!("| synchronous | fresh payments/s | with {entries} journal entries payments/s |");
-    println!("|---|---:|---:|");
-    println!("| Full | {fresh_full:.0} | {filled_full:.0} |");
-    println!("| Normal | {fresh_normal:.0} | {filled_normal:.0} |");
     println!(
-        "\nFilling to {} payments at batch 1000 (NORMAL) took {:.1} s ({:.0} payments/s).",
+        "| synchronous | fresh payments/s | fresh CPU µs/payment | with {entries} entries payments/s | with {entries} entries CPU µs/payment |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for (name, fresh, filled) in [
+        ("Full", fresh_full, filled_full),
+        ("Normal", fresh_normal, filled_normal),
+    ] {
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            fresh.per_second, fresh.cpu_us, filled.per_second, filled.cpu_us
+        );
+    }
+    println!(
+        "\nFilling to {} payments at batch 1000 (NORMAL) took {:.1} s ({:.0} payments/s, {:.0} CPU µs/payment).",
         prefill,
         fill_elapsed.as_secs_f64(),
-        per_second(next.saturating_sub(fill_from), fill_elapsed)
+        fill.per_second,
+        fill.cpu_us
     );
 
     println!("\n### verify\n");
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let per_million = elapsed.as_secs_f64() * 1e6 / report.journal_entries as f64;
     println!(
-        "verify of {} entries / {} postings / {} accounts: {:.1} s ({per_million:.1} s per million entries); file {} MiB",
+        "verify of {} entries / {} postings / {} accounts: {:.1} s wall, {:.1} s CPU ({per_million:.1} s wall per million entries); file {} MiB",
         report.journal_entries,
         report.postings,
         report.accounts,
         elapsed.as_secs_f64(),
+        verify_cpu.as_secs_f64(),
         size / (1 << 20)
     );
 }
