@@ -465,3 +465,22 @@ async fn usage_connection_and_timeout_errors_have_their_own_exit_codes() {
         "the retry command carries the id: {run:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_drives_every_kind_of_request_and_leaves_a_clean_ledger() {
+    let summary = wasmpay::cli::demo::run(wasmpay::cli::demo::Options::quiet(60))
+        .await
+        .expect("the demo runs");
+    assert!(summary.ok(), "{summary}");
+    assert!(summary.count("approved") > 0, "{summary}");
+    assert!(summary.count("declined payer_blocked") > 0, "{summary}");
+    assert!(summary.verify_clean, "{summary}");
+    let answered: usize = summary.outcomes.values().sum();
+    assert!(answered >= 60, "{summary}");
+    for merchant in ["m-coffee", "m-books", "m-arcade"] {
+        assert!(
+            summary.merchants[merchant].plugin.contains(" v1 ("),
+            "{merchant}: {summary}"
+        );
+    }
+}

@@ -9,12 +9,15 @@
 //!   prints it ([`render`]).
 //! - Local tools that need no daemon: `ledger balance|history|verify` on a
 //!   ledger file and `plugin run` for plugin authors ([`tools`]).
+//! - `demo`: a broker, the daemon and a few hundred payments, end to end
+//!   ([`demo`]).
 //!
 //! Exit codes, for scripts: 0 done; 1 the host refused or declined (the
 //! error code is printed); 2 usage or connection error; 3 no reply in time.
 
 pub mod client;
 mod commands;
+pub mod demo;
 mod render;
 mod tools;
 
@@ -64,6 +67,9 @@ enum Cmd {
     /// Inspect and check a ledger file (no daemon needed).
     #[command(subcommand)]
     Ledger(tools::LedgerCmd),
+    /// Start a broker and the daemon, drive a few hundred payments through
+    /// three merchants' plugins over MQTT, and print a summary.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,6 +90,7 @@ pub fn main() -> ExitCode {
         Cmd::Plugin(PluginCmd::Client(cmd)) => Ok(commands::run(cmd.into())),
         Cmd::Plugin(PluginCmd::Run(args)) => tools::plugin_run(args),
         Cmd::Ledger(cmd) => tools::ledger(cmd),
+        Cmd::Demo(args) => demo::main(args),
     };
     match result {
         Ok(code) => code,

@@ -89,7 +89,7 @@ fn duration_s(seconds: u64) -> String {
 
 /// Columns two spaces apart; the columns named in `right` (amounts) are
 /// right-aligned.
-fn table(header: &[&str], right: &[usize], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], right: &[usize], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
