@@ -10,13 +10,16 @@ use wasmpay_domain::{Currency, MerchantId, Money, SubAccount, UserId};
 /// Who an account belongs to. Each owner has at most one account per currency
 /// (per sub-account, for merchants).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind", content = "id")]
+#[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Owner {
     /// A paying user; opened explicitly by an admin.
-    User(UserId),
+    User { user: UserId },
     /// One of a merchant's accounts: `main` is opened explicitly, the others
     /// open on their first credit.
-    Merchant(MerchantId, SubAccount),
+    Merchant {
+        merchant: MerchantId,
+        account: SubAccount,
+    },
     /// The operator's fee income; opens on demand.
     Platform,
     /// Money outside wasmpay (deposits come from it, payouts go to it); opens
@@ -27,11 +30,14 @@ pub enum Owner {
 
 impl Owner {
     pub fn user(user: &UserId) -> Self {
-        Self::User(user.clone())
+        Self::User { user: user.clone() }
     }
 
     pub fn merchant(merchant: &MerchantId, account: &SubAccount) -> Self {
-        Self::Merchant(merchant.clone(), account.clone())
+        Self::Merchant {
+            merchant: merchant.clone(),
+            account: account.clone(),
+        }
     }
 
     pub fn merchant_main(merchant: &MerchantId) -> Self {
@@ -41,8 +47,10 @@ impl Owner {
     /// The three columns that name an owner in the `accounts` table.
     pub(crate) fn columns(&self) -> (&'static str, &str, &str) {
         match self {
-            Self::User(user) => ("user", user.as_str(), ""),
-            Self::Merchant(merchant, account) => ("merchant", merchant.as_str(), account.as_str()),
+            Self::User { user } => ("user", user.as_str(), ""),
+            Self::Merchant { merchant, account } => {
+                ("merchant", merchant.as_str(), account.as_str())
+            }
             Self::Platform => ("platform", "", ""),
             Self::World => ("world", "", ""),
         }
@@ -52,11 +60,13 @@ impl Owner {
     /// crate writes (a corrupt or tampered row).
     pub(crate) fn from_columns(kind: &str, id: &str, sub: &str) -> Option<Self> {
         match kind {
-            "user" => Some(Self::User(UserId::new(id).ok()?)),
-            "merchant" => Some(Self::Merchant(
-                MerchantId::new(id).ok()?,
-                SubAccount::new(sub).ok()?,
-            )),
+            "user" => Some(Self::User {
+                user: UserId::new(id).ok()?,
+            }),
+            "merchant" => Some(Self::Merchant {
+                merchant: MerchantId::new(id).ok()?,
+                account: SubAccount::new(sub).ok()?,
+            }),
             "platform" => Some(Self::Platform),
             "world" => Some(Self::World),
             _ => None,
@@ -67,8 +77,8 @@ impl Owner {
 impl fmt::Display for Owner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::User(user) => write!(f, "user/{user}"),
-            Self::Merchant(merchant, account) => write!(f, "merchant/{merchant}/{account}"),
+            Self::User { user } => write!(f, "user/{user}"),
+            Self::Merchant { merchant, account } => write!(f, "merchant/{merchant}/{account}"),
             Self::Platform => f.write_str("platform"),
             Self::World => f.write_str("world"),
         }

@@ -735,7 +735,7 @@ fn open_account(
         }
         .into());
     }
-    if let Owner::Merchant(merchant, account) = owner {
+    if let Owner::Merchant { merchant, account } = owner {
         check_subaccount_room(ctx, merchant, account)?;
     }
     accounts::insert(ctx.conn, owner, currency, overdraft, ctx.seq)?;
