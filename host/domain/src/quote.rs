@@ -243,6 +243,8 @@ pub enum QuoteError {
     NonPositiveSplit { account: SubAccount, amount: Money },
     #[error("split names the main account; the remainder goes there already")]
     SplitToMain,
+    #[error("fees and surcharges {charges} exceed the amount {amount}")]
+    ChargesExceedAmount { charges: Money, amount: Money },
     #[error("discounts {discounts} exceed the amount {amount}")]
     DiscountExceedsAmount { discounts: Money, amount: Money },
     #[error("the payer's total {0} is not positive")]
@@ -308,6 +310,9 @@ impl Quote {
         }
         let mut discounts = Money::zero(currency);
         let mut additions = Money::zero(currency);
+        // Fees and surcharges are the merchant's price for the service; more
+        // than the amount itself is a plugin bug or an abuse, never a price.
+        let mut charges = Money::zero(currency);
         let mut credits: BTreeMap<SubAccount, Money> = BTreeMap::new();
         let mut credit = |account: &SubAccount, value: Money| -> Result<(), QuoteError> {
             let entry = credits
@@ -329,6 +334,9 @@ impl Quote {
                     code: line.code.clone(),
                     amount: line.amount,
                 });
+            }
+            if matches!(line.kind, LineKind::Fee | LineKind::Surcharge) {
+                charges = charges.checked_add(line.amount)?;
             }
             if line.kind.adds() {
                 additions = additions.checked_add(line.amount)?;
@@ -357,6 +365,9 @@ impl Quote {
                 });
             }
             credit(&split.account, split.amount)?;
+        }
+        if charges.minor() > amount.minor() {
+            return Err(QuoteError::ChargesExceedAmount { charges, amount });
         }
         if discounts.minor() > amount.minor() {
             return Err(QuoteError::DiscountExceedsAmount { discounts, amount });
@@ -470,6 +481,16 @@ mod tests {
                     splits: vec![],
                 },
                 |e| matches!(e, QuoteError::LineCurrency { .. }),
+            ),
+            (
+                Quote {
+                    lines: vec![
+                        line(LineKind::Fee, 5_001, "main"),
+                        line(LineKind::Surcharge, 5_000, "main"),
+                    ],
+                    splits: vec![],
+                },
+                |e| matches!(e, QuoteError::ChargesExceedAmount { .. }),
             ),
             (
                 Quote {

@@ -340,6 +340,10 @@ async fn prepare_work(
             amount: deposit.amount,
         }),
         (Principal::Merchant(_), Command::PluginUpload(upload)) => {
+            shared
+                .runtime
+                .check_config(&upload.config)
+                .map_err(|e| Failure::new(e.code(), e.to_string()))?;
             let wasm = upload.wasm.clone();
             let worker = shared.clone();
             let compiled = shared

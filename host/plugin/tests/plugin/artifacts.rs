@@ -532,6 +532,9 @@ fn every_absurd_quote_fails_conversion_or_settlement_precisely() {
         ("splits_above_amount", |e| {
             matches!(e, QuoteError::OverRouted { .. })
         }),
+        ("fee_above_amount", |e| {
+            matches!(e, QuoteError::ChargesExceedAmount { .. })
+        }),
     ];
     for (mode, expected) in settle_fails {
         let called = call_with_mode(&runtime, artifacts::HOSTILE_ABSURD_QUOTE, Some(mode))
@@ -552,21 +555,6 @@ fn every_absurd_quote_fails_conversion_or_settlement_precisely() {
     )
     .unwrap_err();
     assert_eq!(error.code(), "plugin_output_too_large", "{error}");
-    // The README expects a fee above the amount to be refused, but no rule
-    // of `Quote::settle` caps a fee relative to the amount: the payer would
-    // pay 200.01 for 100.00. This pins today's behaviour so that a new
-    // domain rule shows up here.
-    let called = call_with_mode(
-        &runtime,
-        artifacts::HOSTILE_ABSURD_QUOTE,
-        Some("fee_above_amount"),
-    )
-    .unwrap();
-    let Decision::Approve { quote } = called.value else {
-        panic!("fee_above_amount: expected an approval to check");
-    };
-    let settled = quote.settle(eur(10_000), PlatformFee::default(), QuoteLimits::default());
-    assert_eq!(settled.map(|s| s.payer_total), Ok(eur(20_001)));
     for mode in [
         "invalid_code",
         "line_to_other_merchant",
