@@ -189,6 +189,16 @@ fn merchant_exists(conn: &Connection, merchant: &MerchantId) -> Result<bool, Led
     Ok(stmt.exists(params![merchant.as_str()])?)
 }
 
+const HISTORY_SQL: &str = "SELECT p.seq, p.amount, p.balance_after, j.at_ms, j.op, j.payment_id
+     FROM postings p JOIN journal j ON j.seq = p.seq
+     WHERE p.account = ?1 AND p.seq > ?2 ORDER BY p.seq LIMIT ?3";
+
+const PAYER_ACTIVITY_SQL: &str = "SELECT count(*),
+            coalesce(sum(CASE status WHEN 'captured' THEN captured ELSE authorized END), 0)
+     FROM payments
+     WHERE merchant = ?1 AND payer = ?2 AND currency = ?3 AND created_at_ms >= ?4
+       AND status IN ('held', 'captured')";
+
 /// Postings of every account of `owner` with `seq > after`, oldest first.
 /// An owner has one account per currency and an entry posts to an account at
 /// most once, so the entry's `seq` is a sound cursor.
@@ -200,11 +210,7 @@ fn history(
 ) -> Result<Page<HistoryEntry>, LedgerError> {
     let limit = limit.clamp(1, HISTORY_PAGE_MAX) as usize;
     let after = after.unwrap_or(0);
-    let mut stmt = conn.prepare_cached(
-        "SELECT p.seq, p.amount, p.balance_after, j.at_ms, j.op, j.payment_id
-         FROM postings p JOIN journal j ON j.seq = p.seq
-         WHERE p.account = ?1 AND p.seq > ?2 ORDER BY p.seq LIMIT ?3",
-    )?;
+    let mut stmt = conn.prepare_cached(HISTORY_SQL)?;
     // One ordered index range per account (there are few), merged here: a
     // single query over all of them would sort the owner's whole history.
     let mut items = Vec::new();
@@ -256,12 +262,7 @@ fn payer_activity(
     currency: Currency,
     since_ms: i64,
 ) -> Result<(u32, Money), LedgerError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT count(*), coalesce(sum(CASE status WHEN 'captured' THEN captured ELSE authorized END), 0)
-         FROM payments
-         WHERE merchant = ?1 AND payer = ?2 AND currency = ?3 AND created_at_ms >= ?4
-           AND status IN ('held', 'captured')",
-    )?;
+    let mut stmt = conn.prepare_cached(PAYER_ACTIVITY_SQL)?;
     let (count, volume): (i64, i64) = stmt.query_row(
         params![merchant.as_str(), payer.as_str(), currency.code(), since_ms],
         |r| Ok((r.get(0)?, r.get(1)?)),
@@ -270,4 +271,40 @@ fn payer_activity(
         u32::try_from(count).unwrap_or(u32::MAX),
         Money::from_minor(volume, currency),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::writer::FIND_REQUEST_SQL;
+    use crate::{Ledger, LedgerOptions};
+
+    /// The query plan's lines for `sql`.
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        // Parameters stay unbound (NULL): only the plan is wanted.
+        let mut rows = stmt.raw_query();
+        let mut lines = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            lines.push(row.get::<_, String>(3).unwrap());
+        }
+        lines.join("; ")
+    }
+
+    #[test]
+    fn hot_queries_are_served_by_their_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&dir.path().join("l.db"), LedgerOptions::default()).unwrap();
+        let conn = ledger.conn();
+        let activity = plan(conn, PAYER_ACTIVITY_SQL);
+        assert!(
+            activity.contains("COVERING INDEX payments_by_payer"),
+            "{activity}"
+        );
+        let history = plan(conn, HISTORY_SQL);
+        assert!(history.contains("INDEX postings_by_account"), "{history}");
+        assert!(history.contains("PRIMARY KEY"), "{history}");
+        let lookup = plan(conn, FIND_REQUEST_SQL);
+        assert!(!lookup.contains("SCAN"), "{lookup}");
+    }
 }

@@ -299,6 +299,10 @@ fn set_chain_head(conn: &Connection, head: Head) -> Result<(), LedgerError> {
     Ok(())
 }
 
+pub(crate) const FIND_REQUEST_SQL: &str = "SELECT r.fields, j.outcome
+     FROM requests r JOIN journal j ON j.seq = r.seq
+     WHERE r.principal = ?1 AND r.key = ?2";
+
 /// Looks up a stored request: replay if the fields match, conflict if not.
 pub(crate) fn find_request(
     conn: &Connection,
@@ -306,10 +310,7 @@ pub(crate) fn find_request(
     key: &str,
     fields: &Fields,
 ) -> Result<Option<OpResult>, LedgerError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT r.fields, j.outcome FROM requests r JOIN journal j ON j.seq = r.seq
-         WHERE r.principal = ?1 AND r.key = ?2",
-    )?;
+    let mut stmt = conn.prepare_cached(FIND_REQUEST_SQL)?;
     let Some((stored_fields, outcome)) = stmt
         .query_row(params![principal, key], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
