@@ -709,3 +709,43 @@ async fn metrics_count_outcomes_and_health_follows_the_broker() {
     assert!(health.starts_with("HTTP/1.1 503"), "{health}");
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_keeps_failing_is_quarantined_until_a_new_version() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("wasmpay.db");
+    let daemon = Daemon::start_on(&broker, dir, db, |c| {
+        c.pipeline.plugin_failures_quarantine_max = 3;
+    })
+    .await;
+    let mut world = World::open(&broker, "quarantine").await;
+    let upload = world
+        .upload("q-up", wasmpay_plugin_artifacts::HOSTILE_LOOP, json!({}))
+        .await;
+    assert_eq!(upload["ok"], true, "{upload}");
+    let codes: Vec<Value> = {
+        let mut codes = Vec::new();
+        for i in 0..5 {
+            let reply = world.pay(&format!("q-{i}"), "1.00").await;
+            codes.push(reply["error"]["detail"]["decline"]["code"].clone());
+        }
+        codes
+    };
+    assert_eq!(
+        codes,
+        vec![
+            json!("plugin_out_of_fuel"),
+            json!("plugin_out_of_fuel"),
+            json!("plugin_out_of_fuel"),
+            json!("plugin_quarantined"),
+            json!("plugin_quarantined"),
+        ]
+    );
+    let upload = world
+        .upload("q-fix", wasmpay_plugin_artifacts::FEE, json!({}))
+        .await;
+    assert_eq!(upload["ok"], true, "{upload}");
+    assert_eq!(world.pay("q-ok", "1.00").await["ok"], true);
+    daemon.stop().await;
+}

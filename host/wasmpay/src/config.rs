@@ -69,6 +69,11 @@ pub struct PipelineConfig {
     pub batch_ops_max: usize,
     /// How often expired holds are released.
     pub hold_sweep_interval_ms: u64,
+    /// Consecutive failed calls (trap, limit, malformed or invalid quote)
+    /// after which a merchant's plugin version is quarantined: its payments
+    /// are declined with `plugin_quarantined` without running it until the
+    /// merchant uploads or activates a version. 0 never quarantines.
+    pub plugin_failures_quarantine_max: u32,
     /// How long shutdown waits for in-flight work before giving up (the
     /// unfinished messages stay unacked and are redelivered).
     pub shutdown_grace_ms: u64,
@@ -80,6 +85,7 @@ impl Default for PipelineConfig {
             plugin_workers: 2,
             batch_ops_max: 512,
             hold_sweep_interval_ms: 1_000,
+            plugin_failures_quarantine_max: 20,
             shutdown_grace_ms: 10_000,
         }
     }

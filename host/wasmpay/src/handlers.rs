@@ -43,6 +43,61 @@ pub struct Shared {
     workers: tokio::sync::Semaphore,
     pub started: Instant,
     pub metrics: Arc<Metrics>,
+    quarantine: Quarantine,
+}
+
+/// Counts each merchant's consecutive plugin failures, per plugin version,
+/// so that a broken or hostile plugin stops costing a full fuel budget per
+/// payment. A new version starts with a clean count.
+#[derive(Debug)]
+struct Quarantine {
+    failures_max: u32,
+    failures:
+        std::sync::Mutex<std::collections::HashMap<MerchantId, (wasmpay_domain::PluginRef, u32)>>,
+}
+
+impl Quarantine {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<MerchantId, (wasmpay_domain::PluginRef, u32)>,
+    > {
+        // The map holds counters only; a panic mid-update leaves a valid map.
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn is_quarantined(&self, merchant: &MerchantId, plugin: &wasmpay_domain::PluginRef) -> bool {
+        self.failures_max > 0
+            && self
+                .lock()
+                .get(merchant)
+                .is_some_and(|(version, count)| version == plugin && *count >= self.failures_max)
+    }
+
+    /// Records a call's result for `plugin`.
+    fn record(&self, merchant: &MerchantId, plugin: &wasmpay_domain::PluginRef, failed: bool) {
+        if self.failures_max == 0 {
+            return;
+        }
+        let mut failures = self.lock();
+        if !failed {
+            failures.remove(merchant);
+            return;
+        }
+        let entry = failures
+            .entry(merchant.clone())
+            .or_insert_with(|| (plugin.clone(), 0));
+        if &entry.0 != plugin {
+            *entry = (plugin.clone(), 0);
+        }
+        entry.1 += 1;
+        if entry.1 == self.failures_max {
+            tracing::error!(%merchant, version = plugin.version, sha256 = %plugin.sha256, failures = entry.1, "plugin quarantined after consecutive failures; its payments are declined until the merchant uploads or activates a version");
+        }
+    }
 }
 
 impl Shared {
@@ -59,6 +114,10 @@ impl Shared {
             workers: tokio::sync::Semaphore::new(config.pipeline.plugin_workers),
             started: Instant::now(),
             metrics: Arc::new(Metrics::default()),
+            quarantine: Quarantine {
+                failures_max: config.pipeline.plugin_failures_quarantine_max,
+                failures: Default::default(),
+            },
         })
     }
 
@@ -437,6 +496,13 @@ async fn decide_payment(
     };
     let worker = shared.clone();
     let plugin_ref = plugin.plugin_ref().clone();
+    if shared.quarantine.is_quarantined(&pay.merchant, &plugin_ref) {
+        return declined(
+            "plugin_quarantined",
+            "the merchant's rules failed repeatedly and are suspended until the merchant uploads or activates a version",
+            Some(plugin_ref),
+        );
+    }
     let call = shared
         .on_worker(move || {
             let queries = Arc::new(Activity {
@@ -448,6 +514,22 @@ async fn decide_payment(
             worker.runtime.decide_payment(&plugin, queries, &input)
         })
         .await;
+    // A transient failure (a busy pool, a failed ledger read) is the
+    // host's, not the plugin's.
+    let trapped = matches!(&call, Ok(Err(e)) if !e.is_transient());
+    let decided = decide_from(shared, pay, call, plugin_ref.clone());
+    let failed = trapped
+        || matches!(&decided, PaymentDecided::Declined { decline, .. } if decline.code.as_str() == "quote_invalid");
+    shared.quarantine.record(&pay.merchant, &plugin_ref, failed);
+    decided
+}
+
+fn decide_from(
+    shared: &Shared,
+    pay: &wasmpay_protocol::command::Payment,
+    call: Result<Result<wasmpay_plugin::Called<Decision>, PluginError>, String>,
+    plugin_ref: wasmpay_domain::PluginRef,
+) -> PaymentDecided {
     match call {
         Ok(Ok(called)) => {
             shared.metrics.plugin_call(called.fuel_used, called.elapsed);
