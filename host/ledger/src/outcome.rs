@@ -7,7 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 use wasmpay_domain::{
-    Currency, Decline, MerchantId, Money, PaymentId, PluginRef, Settlement, SubAccount, UserId,
+    Currency, Decline, MerchantId, Money, PaymentId, PluginRef, QuoteLine, Settlement, SubAccount,
+    UserId,
 };
 
 use crate::types::{Balance, Overdraft, Owner};
@@ -94,12 +95,17 @@ pub enum Effect {
     },
     Paid {
         payment_id: PaymentId,
+        /// The quote's lines, so a replayed reply shows what the first did.
+        #[serde(default)]
+        lines: Vec<QuoteLine>,
         settlement: Settlement,
         payer_balance: Balance,
         plugin: Option<PluginRef>,
     },
     Authorized {
         payment_id: PaymentId,
+        #[serde(default)]
+        lines: Vec<QuoteLine>,
         /// What a full capture will post.
         settlement: Settlement,
         expires_at_ms: i64,

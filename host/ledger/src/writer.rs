@@ -857,7 +857,7 @@ fn pay(
 ) -> Executed {
     ctx.allow(ctx.is_user(payer), "pay")?;
     positive("payment amount", amount)?;
-    let (settlement, plugin) = match decision {
+    let (settlement, plugin, lines) = match decision {
         PaymentDecided::Declined { decline, plugin } => {
             return Err(Refusal::PaymentDeclined {
                 decline: decline.clone(),
@@ -866,8 +866,10 @@ fn pay(
             .into());
         }
         PaymentDecided::Approved {
-            settlement, plugin, ..
-        } => (settlement, plugin),
+            settlement,
+            plugin,
+            quote,
+        } => (settlement, plugin, &quote.lines),
     };
     check_settlement(amount, settlement)?;
     if let Some(expires_at_ms) = expires_at_ms
@@ -919,6 +921,7 @@ fn pay(
             let posted = accounts::post(ctx.conn, ctx.seq, legs)?;
             let effect = Effect::Paid {
                 payment_id: payment_id.clone(),
+                lines: lines.clone(),
                 settlement: settlement.clone(),
                 payer_balance: accounts::balance_after(&posted, &payer_account),
                 plugin: plugin.clone(),
@@ -933,6 +936,7 @@ fn pay(
             accounts::set_held(ctx.conn, payer_account.id, held)?;
             let effect = Effect::Authorized {
                 payment_id: payment_id.clone(),
+                lines: lines.clone(),
                 settlement: settlement.clone(),
                 expires_at_ms,
                 payer_balance: Balance::from_posted(payer_account.balance, held, currency),

@@ -235,6 +235,7 @@ fn applied(
         (
             Effect::Paid {
                 payment_id,
+                lines,
                 settlement,
                 plugin,
                 ..
@@ -245,7 +246,6 @@ fn applied(
                 amount,
                 memo,
                 metadata,
-                decision,
                 ..
             },
         ) => {
@@ -255,7 +255,7 @@ fn applied(
                 merchant: merchant.clone(),
                 amount: (*amount).into(),
                 payer_total: Some(settlement.payer_total.into()),
-                lines: quote_lines(decision),
+                lines: lines.iter().map(Into::into).collect(),
                 settlement: Some(SettlementView::from(settlement)),
                 decline: None,
                 expires_at_ms: None,
@@ -271,6 +271,7 @@ fn applied(
         (
             Effect::Authorized {
                 payment_id,
+                lines,
                 settlement,
                 expires_at_ms,
                 plugin,
@@ -282,7 +283,6 @@ fn applied(
                 amount,
                 memo,
                 metadata,
-                decision,
                 ..
             },
         ) => {
@@ -292,7 +292,7 @@ fn applied(
                 merchant: merchant.clone(),
                 amount: (*amount).into(),
                 payer_total: Some(settlement.payer_total.into()),
-                lines: quote_lines(decision),
+                lines: lines.iter().map(Into::into).collect(),
                 settlement: Some(SettlementView::from(settlement)),
                 decline: None,
                 expires_at_ms: Some(*expires_at_ms),
@@ -379,17 +379,6 @@ fn applied(
 fn value<T: serde::Serialize>(v: &T) -> serde_json::Value {
     // Result structs hold strings, numbers and string-keyed maps only.
     serde_json::to_value(v).unwrap_or_default()
-}
-
-fn quote_lines(
-    decision: &wasmpay_ledger::PaymentDecided,
-) -> Vec<wasmpay_protocol::reply::QuoteLineView> {
-    match decision {
-        wasmpay_ledger::PaymentDecided::Approved { quote, .. } => {
-            quote.lines.iter().map(Into::into).collect()
-        }
-        wasmpay_ledger::PaymentDecided::Declined { .. } => Vec::new(),
-    }
 }
 
 /// The principal's accounts, one line per currency and sub-account.
