@@ -324,33 +324,43 @@ async fn prepare_work(
     match (&request.principal, &request.command) {
         (Principal::User(payer), Command::Pay(pay)) => {
             let payment_id = PaymentId::derive(payer, &request.id);
-            let decision = decide_payment(shared, payer, &payment_id, pay, at_ms, false).await;
-            op(OpKind::Payment {
+            let mut kind = OpKind::Payment {
                 payer: payer.clone(),
                 merchant: pay.merchant.clone(),
-                payment_id,
+                payment_id: payment_id.clone(),
                 amount: pay.amount,
                 memo: pay.memo.clone(),
                 metadata: pay.metadata.clone(),
-                decision,
-            })
+                decision: replayed_payment(),
+            };
+            if !already_decided(shared, &principal, &request.id, &kind).await
+                && let OpKind::Payment { decision, .. } = &mut kind
+            {
+                *decision = decide_payment(shared, payer, &payment_id, pay, at_ms, false).await;
+            }
+            op(kind)
         }
         (Principal::User(payer), Command::Authorize(auth)) => {
             let pay = &auth.payment;
             let payment_id = PaymentId::derive(payer, &request.id);
-            let decision = decide_payment(shared, payer, &payment_id, pay, at_ms, true).await;
             // `decode` bounded it by `protocol.hold_expires_in_s_max`.
             let expires_in_s = i64::from(auth.expires_in_s);
-            op(OpKind::Authorize {
+            let mut kind = OpKind::Authorize {
                 payer: payer.clone(),
                 merchant: pay.merchant.clone(),
-                payment_id,
+                payment_id: payment_id.clone(),
                 amount: pay.amount,
                 memo: pay.memo.clone(),
                 metadata: pay.metadata.clone(),
-                decision,
+                decision: replayed_payment(),
                 expires_at_ms: at_ms.saturating_add(expires_in_s * 1_000),
-            })
+            };
+            if !already_decided(shared, &principal, &request.id, &kind).await
+                && let OpKind::Authorize { decision, .. } = &mut kind
+            {
+                *decision = decide_payment(shared, payer, &payment_id, pay, at_ms, true).await;
+            }
+            op(kind)
         }
         (Principal::Merchant(merchant), Command::Capture(capture)) => op(OpKind::Capture {
             merchant: merchant.clone(),
@@ -426,6 +436,39 @@ async fn prepare_work(
             format!("{principal:?} may not {}", command.name()),
         )),
     }
+}
+
+/// The decision carried by an operation whose request id is already
+/// decided: the writer answers it from the stored outcome and never posts
+/// this. (Were the record purged in between, after the retention period, the
+/// client would get this decline rather than a second charge.)
+fn replayed_payment() -> PaymentDecided {
+    declined(
+        "replay_unavailable",
+        "this request id was decided before but its outcome is no longer stored; use a new id",
+        None,
+    )
+}
+
+/// Whether `request` already has a stored outcome (or conflicts with one):
+/// then the merchant's plugin need not run again, as the writer answers
+/// from storage. A failed read only costs a plugin run.
+async fn already_decided(
+    shared: &Arc<Shared>,
+    principal: &wasmpay_ledger::Principal,
+    key: &wasmpay_domain::RequestId,
+    kind: &OpKind,
+) -> bool {
+    let (path, principal, key, fields) = (
+        shared.db_path.clone(),
+        principal.clone(),
+        key.clone(),
+        kind.fields(),
+    );
+    let found = shared
+        .on_worker(move || with_reader(&path, |reader| reader.lookup(&principal, &key, &fields)))
+        .await;
+    matches!(found, Ok(Ok(Ok(Some(_)))))
 }
 
 thread_local! {

@@ -30,7 +30,12 @@ pub struct Writer {
     ledger: Ledger,
     reader: Reader,
     shared: Arc<Shared>,
+    /// When idempotency records past their retention were last purged.
+    purged_at_ms: i64,
 }
+
+/// How often idempotency records past their retention are purged.
+const PURGE_INTERVAL_MS: i64 = 60_000;
 
 impl Writer {
     /// Opens the ledger and loads every merchant's active plugin version, so
@@ -73,6 +78,7 @@ impl Writer {
             ledger,
             reader,
             shared,
+            purged_at_ms: 0,
         })
     }
 
@@ -131,6 +137,19 @@ impl Writer {
                         }
                         Ok(_) => {}
                         Err(e) => tracing::error!(error = %e, "releasing expired holds failed"),
+                    }
+                    if now_ms - self.purged_at_ms >= PURGE_INTERVAL_MS {
+                        self.purged_at_ms = now_ms;
+                        match self.ledger.purge_idempotency(now_ms) {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(
+                                records = n,
+                                "idempotency records past retention purged"
+                            ),
+                            Err(e) => {
+                                tracing::error!(error = %e, "purging idempotency records failed")
+                            }
+                        }
                     }
                     Vec::new()
                 }
