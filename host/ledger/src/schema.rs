@@ -29,6 +29,14 @@ const STATEMENT_CACHE_CAPACITY: usize = 64;
 /// a cache that holds the hot index pages keeps writes from re-reading them
 /// through the kernel as history grows.
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
+
+/// WAL pages before the writer checkpoints them into the database (SQLite's
+/// default is 1 000, about 4 MiB). Payment ids, idempotency keys and payers
+/// land on random index pages, so every commit dirties pages all over the
+/// file; a longer interval lets a checkpoint write a page once for many
+/// commits. Measured on a 200k-entry ledger: about 18% less CPU per payment
+/// than the default (BENCHMARKS.md). The WAL file grows to about 40 MiB.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
 const READER_CACHE_KIB: i64 = 16 * 1024;
 
 /// Schema migrations, in order; migration `i` takes the file from version `i`
@@ -234,6 +242,7 @@ pub(crate) fn open_writer(
         Synchronous::Normal => "NORMAL",
     };
     conn.pragma_update(None, "synchronous", level)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
     let (application_id, version) = check_identity(&conn)?;
     if version == 0 && application_id == 0 {
         // A fresh file (or an empty one): refuse one that has tables already.
