@@ -1,5 +1,5 @@
 //! The `wasmpay` client commands as a person or a script uses them: the real
-//! binary, run as a process against a real Mosquitto and the daemon.
+//! binary, run as a process against a real broker and the daemon.
 //!
 //! The binary is `wasmpay-e2e`, the same `host/wasmpay/src/main.rs` built as
 //! a binary of this package (see `tests/Cargo.toml`): cargo builds a
@@ -7,13 +7,110 @@
 //! (`CARGO_BIN_EXE_<name>`), but never a dependency's binaries. Building it
 //! here keeps the profile, the features and the freshness of the test run,
 //! with no nested cargo.
+//!
+//! [`TestBroker`] is Mosquitto or the daemon's embedded broker, as
+//! `WASMPAY_TEST_BROKER` (`mosquitto`, the default, or `embedded`) says, so
+//! that the same flows prove either.
 
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
+use tokio::sync::oneshot;
+use wasmpay::embedded_broker::EmbeddedBroker;
 use wasmpay_tests::{Mosquitto, V5Client, free_port};
 
-use crate::daemon::Daemon;
+/// The broker of a test: a Mosquitto child, or wasmpay's embedded broker,
+/// by `WASMPAY_TEST_BROKER`. It offers what the flows use of [`Mosquitto`]
+/// (`start`, `address`, `port`), so a test module can switch with one
+/// `use ... as Mosquitto`.
+#[derive(Debug)]
+pub struct TestBroker {
+    pub port: u16,
+    _broker: Either,
+}
+
+/// Kept only to be dropped (which stops the broker) with the test.
+#[derive(Debug)]
+enum Either {
+    Mosquitto { _child: Mosquitto },
+    Embedded { _in_process: EmbeddedBroker },
+}
+
+impl TestBroker {
+    pub fn start() -> Self {
+        match std::env::var("WASMPAY_TEST_BROKER").as_deref() {
+            Ok("embedded") => {
+                let config = wasmpay::Config::default();
+                let broker = EmbeddedBroker::start(([127, 0, 0, 1], 0).into(), &config.broker)
+                    .expect("start the embedded broker");
+                Self {
+                    port: broker.address().port(),
+                    _broker: Either::Embedded {
+                        _in_process: broker,
+                    },
+                }
+            }
+            Ok("mosquitto") | Err(_) => {
+                let broker = Mosquitto::start();
+                Self {
+                    port: broker.port,
+                    _broker: Either::Mosquitto { _child: broker },
+                }
+            }
+            Ok(other) => panic!("WASMPAY_TEST_BROKER={other}: expected embedded or mosquitto"),
+        }
+    }
+
+    /// `host:port` for clients and the daemon.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// The daemon in this process against `broker`, on a ledger of its own;
+/// stopped gracefully by [`Host::stop`].
+struct Host {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Host {
+    async fn start(broker: &TestBroker) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = wasmpay::Config::default();
+        config.broker.address = broker.address();
+        config.broker.client_id = format!("wasmpay-host-{}", broker.port);
+        config.ledger.path = dir.path().join("wasmpay.db");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(wasmpay::pipeline::run(config, async {
+            let _ = stopped.await;
+        }));
+        // Ready once it answers: before it subscribes, requests reach nobody.
+        for _ in 0..200 {
+            let run = wasmpay(&broker.address(), &["status", "--timeout-ms", "1000"]).await;
+            if run.code == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        Self {
+            stop,
+            task,
+            _dir: dir,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("daemon stops in time")
+            .expect("daemon task")
+            .expect("daemon exits cleanly");
+    }
+}
 
 /// What one run of the binary did.
 #[derive(Debug)]
@@ -57,8 +154,8 @@ fn expect(run: &Run, code: i32) -> &Run {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shell_user_opens_accounts_deposits_pays_and_reads_the_balance() {
-    let broker = Mosquitto::start();
-    let daemon = Daemon::start(&broker).await;
+    let broker = TestBroker::start();
+    let daemon = Host::start(&broker).await;
     let b = broker.address();
 
     let run = wasmpay(&b, &["open-account", "--user", "alice", "EUR"]).await;
@@ -134,8 +231,8 @@ async fn a_shell_user_opens_accounts_deposits_pays_and_reads_the_balance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_and_declines_exit_1_naming_their_code() {
-    let broker = Mosquitto::start();
-    let daemon = Daemon::start(&broker).await;
+    let broker = TestBroker::start();
+    let daemon = Host::start(&broker).await;
     let b = broker.address();
     expect(
         &wasmpay(&b, &["open-account", "--user", "bob", "EUR"]).await,
@@ -285,8 +382,8 @@ async fn refusals_and_declines_exit_1_naming_their_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_with_the_same_id_is_answered_not_applied_twice() {
-    let broker = Mosquitto::start();
-    let daemon = Daemon::start(&broker).await;
+    let broker = TestBroker::start();
+    let daemon = Host::start(&broker).await;
     let b = broker.address();
     expect(
         &wasmpay(&b, &["open-account", "--user", "carol", "EUR"]).await,
@@ -426,13 +523,22 @@ async fn usage_connection_and_timeout_errors_have_their_own_exit_codes() {
         2,
     );
 
-    // A broker with no daemon behind it: the broker says nobody listens.
-    let broker = Mosquitto::start();
-    let run = wasmpay(&broker.address(), &["balance", "--user", "alice"]).await;
-    assert!(
-        expect(&run, 2).stderr.contains("nobody listens"),
-        "{run:#?}"
-    );
+    // A broker with no daemon behind it. Mosquitto says at once that nobody
+    // listens (MQTT 5 PUBACK "no matching subscribers"); a broker that
+    // does not say so leaves the request unanswered. Either way the user
+    // is told to start the daemon.
+    let broker = TestBroker::start();
+    let run = wasmpay(
+        &broker.address(),
+        &["balance", "--user", "alice", "--timeout-ms", "500"],
+    )
+    .await;
+    match run.code {
+        2 => assert!(run.stderr.contains("nobody listens"), "{run:#?}"),
+        3 => assert!(run.stderr.contains("Is the daemon running?"), "{run:#?}"),
+        _ => panic!("{run:#?}"),
+    }
+    assert!(run.stderr.contains("wasmpay run"), "{run:#?}");
 
     // Something subscribes but never answers: exit 3, with the id to retry.
     let _silent = V5Client::connect(

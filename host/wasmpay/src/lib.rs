@@ -18,6 +18,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod embedded_broker;
 pub mod handlers;
 pub mod metrics;
 pub mod mqtt;

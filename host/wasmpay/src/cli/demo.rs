@@ -1,6 +1,7 @@
 //! `wasmpay demo`: the whole system on one machine in well under a minute.
 //!
-//! It starts a broker and the daemon (in this process, on a fresh ledger),
+//! It starts a broker and the daemon (both in this process, on a fresh
+//! ledger),
 //! uploads the three example plugins for three merchants, opens accounts,
 //! deposits, and drives a few hundred payments, holds, captures, voids and
 //! refunds through real MQTT 5 request/response, as separate users and
@@ -26,6 +27,7 @@ use wasmpay_protocol::Principal;
 use super::client::{Client, ClientError, Endpoint, Reply};
 use super::render::table;
 use crate::Config;
+use crate::embedded_broker::EmbeddedBroker;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -308,14 +310,13 @@ pub async fn run(options: Options) -> anyhow::Result<Summary> {
         }
         None => (scratch.path().join("wasmpay-demo.db"), false),
     };
-    let broker = DemoBroker::start(scratch.path()).await?;
-    let address = broker.address();
-    say(
-        &options,
-        &format!("broker listening on {address} ({})", broker.kind()),
-    );
-
     let mut config = Config::default();
+    let broker = EmbeddedBroker::start(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        &config.broker,
+    )?;
+    let address = broker.address().to_string();
+    say(&options, &format!("embedded MQTT broker on {address}"));
     config.broker.address = address.clone();
     config.broker.client_id = format!("wasmpay-demo-{}", super::random_tag());
     config.ledger.path = ledger.clone();
@@ -763,72 +764,5 @@ fn record(op: &Op, reply: &Result<Reply, ClientError>, totals: &mut MerchantTota
             "refunded".to_owned()
         }
         other => other.to_owned(),
-    }
-}
-
-/// The broker the demo runs against.
-enum DemoBroker {
-    /// A Mosquitto of our own on a free loopback port.
-    Mosquitto {
-        child: std::process::Child,
-        port: u16,
-    },
-}
-
-impl DemoBroker {
-    async fn start(dir: &std::path::Path) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\nmax_inflight_messages 0\nmax_queued_messages 100000\n"
-            ),
-        )?;
-        let child = std::process::Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .context("starting mosquitto (install it: apt-get install mosquitto)")?;
-        let broker = Self::Mosquitto { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "mosquitto did not start listening on port {port}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(broker)
-    }
-
-    fn address(&self) -> String {
-        match self {
-            Self::Mosquitto { port, .. } => format!("127.0.0.1:{port}"),
-        }
-    }
-
-    fn kind(&self) -> &'static str {
-        match self {
-            Self::Mosquitto { .. } => "a mosquitto child process",
-        }
-    }
-}
-
-impl Drop for DemoBroker {
-    fn drop(&mut self) {
-        match self {
-            Self::Mosquitto { child, .. } => {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
     }
 }
