@@ -51,7 +51,9 @@ pub enum StartError {
         "the embedded broker listens on loopback only (it has no logins or ACL), not on {0}: use 127.0.0.1:<port>"
     )]
     NotLoopback(SocketAddr),
-    #[error("the embedded broker cannot listen on {address}: {reason}")]
+    #[error(
+        "the embedded broker cannot listen on {address}: {reason}. If another broker runs there, use it instead: leave broker.address (or WASMPAY__BROKER__ADDRESS) at its host:port"
+    )]
     Listen { address: SocketAddr, reason: String },
     #[error("the embedded broker's runtime: {0}")]
     Runtime(#[from] std::io::Error),
