@@ -59,7 +59,7 @@ fn a_reader_needs_a_file_the_writer_created() {
 }
 
 #[test]
-fn the_file_is_in_wal_mode_with_the_chosen_synchronous_level() {
+fn the_file_is_in_wal_mode_whatever_the_synchronous_level() {
     let fx = Fixture::with_options(LedgerOptions {
         synchronous: Synchronous::Normal,
         ..Default::default()
