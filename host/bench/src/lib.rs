@@ -1,0 +1,311 @@
+//! The end-to-end benchmark of issue 7: how many payments a second wasmpay
+//! takes through a real broker, at what latency, and against what.
+//!
+//! Everything runs on this machine: a Mosquitto of the bench's own (with
+//! TCP_NODELAY and no inflight or queue limits in the way), the server under
+//! test on a tokio runtime of its own, and the load clients on another. The
+//! parts, in the order a run meets them:
+//!
+//! - [`server`]: the four things that answer: the echo [`ceiling`], the
+//!   daemon itself (`wasmpay::pipeline::run`), and the two [`mirror`]
+//!   pipelines (native rule, naive baseline).
+//! - [`world`]: users, merchants and the requests that set them up and pay.
+//! - [`load`]: MQTT 5 clients that pace requests (closed or open loop) and
+//!   time every reply into an HDR histogram.
+//! - [`timings`]: the daemon's own commit and plugin timings, from its debug
+//!   events.
+//! - [`chart`]: the latency-versus-offered-load SVG.
+//!
+//! `src/main.rs` strings them together; `BENCHMARKS.md` (`## End to end`)
+//! has the figures and how they were made.
+
+pub mod ceiling;
+pub mod chart;
+pub mod load;
+pub mod mirror;
+pub mod server;
+pub mod timings;
+pub mod world;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use crate::load::{Generator, Outcome, Pacing, Plan};
+use crate::server::{Server, Variant};
+
+/// The process's resident memory (`VmRSS` of `/proc/self/status`), in KiB.
+pub fn vm_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Where servers are started and how load is applied.
+#[derive(Debug)]
+pub struct Bench {
+    /// `host:port` of the broker.
+    pub address: String,
+    /// The server under test runs here, apart from the load clients.
+    pub server_runtime: tokio::runtime::Handle,
+    /// Ledger files go in subdirectories of this.
+    pub data_dir: PathBuf,
+    /// Broker connections of the load generator.
+    pub clients: usize,
+    /// Closed loop: requests in flight per connection.
+    pub window: usize,
+    pub progress: bool,
+    /// Records the daemon's own timings during every closed-loop run.
+    pub timings: Option<std::sync::Arc<timings::Timings>>,
+    runs: AtomicU64,
+}
+
+impl Bench {
+    pub fn new(
+        address: String,
+        server_runtime: tokio::runtime::Handle,
+        data_dir: PathBuf,
+        clients: usize,
+        window: usize,
+        progress: bool,
+    ) -> Self {
+        Self {
+            address,
+            server_runtime,
+            data_dir,
+            clients,
+            window,
+            progress,
+            timings: None,
+            runs: AtomicU64::new(0),
+        }
+    }
+
+    /// A name no earlier run of this bench used: client ids and request ids
+    /// must not collide across runs on one broker and one ledger.
+    pub fn fresh_tag(&self, base: &str) -> String {
+        format!("{base}{}", self.runs.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The daemon configuration for a new ledger named `tag`.
+    pub fn config(&self, tag: &str) -> anyhow::Result<wasmpay::Config> {
+        let dir = self.data_dir.join(tag);
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        Ok(server::daemon_config(
+            &self.address,
+            &format!("bench-{tag}"),
+            &dir.join("wasmpay.db"),
+        ))
+    }
+
+    /// Starts `variant` with `config` and waits until it answers; returns
+    /// the server and how long it took from start to first reply.
+    pub async fn start(
+        &self,
+        variant: Variant,
+        config: wasmpay::Config,
+        merchants: u64,
+    ) -> anyhow::Result<(Server, Duration)> {
+        let started = Instant::now();
+        let server = Server::start(&self.server_runtime, variant, config, merchants);
+        let tag = self.fresh_tag("probe");
+        let request: Generator = if variant.has_ledger() {
+            world::status(&tag)
+        } else {
+            world::payments(&tag, 1, 1)
+        };
+        let answered = load::probe(
+            &self.address,
+            variant.name().split(' ').next().unwrap_or("server"),
+            request,
+            Duration::from_secs(120),
+        )
+        .await?;
+        Ok((server, answered.saturating_duration_since(started)))
+    }
+
+    /// Opens the accounts of `users` users and `merchants` merchants and
+    /// funds the users, over the admin topics; with `upload`, every
+    /// merchant uploads the `fee` plugin and activates it.
+    pub async fn setup(&self, users: u64, merchants: u64, upload: bool) -> anyhow::Result<()> {
+        let tag = self.fresh_tag("setup");
+        self.request_all(
+            "open accounts",
+            world::open_accounts(&tag, users),
+            users + merchants,
+        )
+        .await?;
+        self.request_all("deposits", world::deposits(&tag), users)
+            .await?;
+        if upload {
+            let uploaded = self
+                .request_all(
+                    "plugin uploads",
+                    world::uploads(&tag, wasmpay_plugin_artifacts::FEE),
+                    merchants,
+                )
+                .await?;
+            // Activate what the upload left inactive (the protocol says an
+            // upload does not activate; the daemon may do it already).
+            let mut versions = Vec::with_capacity(uploaded.kept.len());
+            let mut inactive = 0;
+            for (_, payload) in &uploaded.kept {
+                let reply: serde_json::Value = serde_json::from_slice(payload)?;
+                let result = &reply["result"];
+                versions.push(
+                    result["plugin"]["version"]
+                        .as_u64()
+                        .context("upload reply names a version")?,
+                );
+                inactive += u64::from(result["active"] != true);
+            }
+            if inactive > 0 {
+                self.request_all(
+                    "plugin activations",
+                    world::activations(&tag, versions),
+                    merchants,
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends every request of `generator` on one connection, in order, and
+    /// fails unless every reply is ok.
+    async fn request_all(
+        &self,
+        what: &str,
+        generator: Generator,
+        total: u64,
+    ) -> anyhow::Result<Outcome> {
+        let plan = Plan {
+            label: self.fresh_tag("setup"),
+            total,
+            clients: 1,
+            pacing: Pacing::Closed { window: 64 },
+            expect_ok: true,
+            keep_replies: true,
+            progress: false,
+        };
+        let outcome = load::run(&self.address, &plan, generator).await?;
+        anyhow::ensure!(
+            outcome.complete(),
+            "{what}: {} of {total} answered, {} ok; failures {:?}, errors {:?}",
+            outcome.replies,
+            outcome.ok,
+            outcome.failures,
+            outcome.errors
+        );
+        Ok(outcome)
+    }
+
+    /// Drives `total` requests of `generator` paced by `pacing` on all the
+    /// load connections.
+    pub async fn drive(
+        &self,
+        label: &str,
+        generator: Generator,
+        total: u64,
+        pacing: Pacing,
+        expect_ok: bool,
+    ) -> anyhow::Result<Outcome> {
+        let plan = Plan {
+            label: label.to_owned(),
+            total,
+            clients: self.clients,
+            pacing,
+            expect_ok,
+            keep_replies: false,
+            progress: self.progress,
+        };
+        load::run(&self.address, &plan, generator).await
+    }
+
+    /// Starts `variant` on a new ledger, sets up `users` and `merchants`
+    /// (the daemon's merchants upload the plugin), and returns it serving.
+    pub async fn ready(
+        &self,
+        variant: Variant,
+        users: u64,
+        merchants: u64,
+    ) -> anyhow::Result<Server> {
+        let tag = self.fresh_tag(variant.name().split(' ').next().unwrap_or("server"));
+        let config = self.config(&tag)?;
+        let (server, _) = self.start(variant, config, merchants).await?;
+        if variant.has_ledger() {
+            self.setup(users, merchants, variant.uploads_plugins())
+                .await?;
+        }
+        Ok(server)
+    }
+
+    /// `ready`, then `payments` payments at the closed-loop window, then a
+    /// graceful stop.
+    pub async fn closed_loop(
+        &self,
+        variant: Variant,
+        payments: u64,
+        users: u64,
+        merchants: u64,
+    ) -> anyhow::Result<Outcome> {
+        let server = self.ready(variant, users, merchants).await?;
+        let tag = self.fresh_tag("pay");
+        if let Some(timings) = &self.timings {
+            timings.start();
+        }
+        let mut outcome = self
+            .drive(
+                variant.name(),
+                world::payments(&tag, users, merchants),
+                payments,
+                Pacing::Closed {
+                    window: self.window,
+                },
+                variant.has_ledger(),
+            )
+            .await?;
+        if let Some(timings) = &self.timings {
+            outcome.timings = Some(timings.stop());
+        }
+        server.stop().await?;
+        Ok(outcome)
+    }
+}
+
+/// Writes `merchants` merchants' plugin versions straight into a new ledger
+/// at `db`, as the daemon's upload path would (the component, its
+/// precompiled artifact for this engine, the merchant's version with its own
+/// configuration, activated), compiling the `fee` component once instead of
+/// a thousand times. The daemon then loads them at start like any restart.
+pub fn seed_plugins(
+    db: &std::path::Path,
+    limits: wasmpay_plugin::Limits,
+    merchants: u64,
+) -> anyhow::Result<()> {
+    use wasmpay_domain::MerchantId;
+    let runtime = wasmpay_plugin::Runtime::new(limits)?;
+    let compiled = runtime.compile(wasmpay_plugin_artifacts::FEE)?;
+    let options = wasmpay_ledger::LedgerOptions {
+        // Seeding only: the daemon reopens the file with `full`.
+        synchronous: wasmpay_ledger::Synchronous::Normal,
+        ..wasmpay_ledger::LedgerOptions::default()
+    };
+    let mut ledger = wasmpay_ledger::Ledger::open(db, options)?;
+    ledger.plugin_store_artifact(&compiled.sha256, &runtime.engine_hash(), &compiled.artifact)?;
+    let at_ms = wasmpay::handlers::now_ms();
+    for j in 0..merchants {
+        let merchant = MerchantId::new(world::merchant(j))?;
+        let info = ledger.plugin_store(
+            &merchant,
+            wasmpay_plugin_artifacts::FEE,
+            &compiled.sha256,
+            &world::fee_config(j),
+            at_ms,
+        )?;
+        ledger.plugin_activate(&merchant, info.version, at_ms)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,665 @@
+//! `wasmpay-bench`: the end-to-end measurement of issue 7.
+//!
+//! ```sh
+//! CARGO_TARGET_DIR=/work/target-bench cargo run --release -p wasmpay-bench -- \
+//!     [--payments N] [--users M] [--merchants K] ...
+//! ```
+//!
+//! Starts its own Mosquitto on a free port, then measures, one after the
+//! other on the same broker and client library (stages, `--only` picks):
+//!
+//! - `ceiling`, `wasmpay`, `native`, `naive`: the echo ceiling, wasmpay (the
+//!   real daemon with the `fee` plugin), the same pipeline with the fee rule
+//!   in native Rust, and the naive baseline, each at a closed-loop pipelined
+//!   load, with the daemon's own group-commit and plugin timings;
+//! - `sweep`: wasmpay open-loop from 10% to 120% of its peak (the chart);
+//! - `proposals`: changes to the daemon priced on the bench's copy of its
+//!   pipeline (the copy as is, to check it, then batching while the writer
+//!   is busy, with the plugin and with the native rule);
+//! - `noecho`: wasmpay on a broker that does not send the daemon its own
+//!   notifications back;
+//! - `scale`: 1 versus 1,000 merchants with their own plugin version, start
+//!   and restart to first reply, and resident memory.
+//!
+//! Prints Markdown for `BENCHMARKS.md` and writes the chart.
+//!
+//! `RUST_BACKTRACE` is removed from the bench's environment (it re-executes
+//! itself without it): with it set, every error captures a backtrace, which
+//! is not what production pays.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use wasmpay_bench::chart::{self, Point};
+use wasmpay_bench::load::{Outcome, Pacing};
+use wasmpay_bench::server::Variant;
+use wasmpay_bench::timings::Timings;
+use wasmpay_bench::{Bench, seed_plugins, vm_rss_kib, world};
+
+/// Stages `--only` can pick.
+const STAGES: [&str; 8] = [
+    "ceiling",
+    "wasmpay",
+    "sweep",
+    "native",
+    "naive",
+    "proposals",
+    "noecho",
+    "scale",
+];
+
+/// A broker ACL under which nobody may read merchant notifications, so the
+/// broker stops sending the daemon its own notifications back (what an MQTT
+/// 5 No Local subscription would do), for the `noecho` stage. Everything
+/// the bench sends stays allowed.
+const NO_ECHO_ACL: &str = "\
+topic readwrite wasmpay/v1/users/#
+topic readwrite wasmpay/v1/admin/#
+topic readwrite wasmpay/v1/merchants/+/plugin/+
+topic readwrite wasmpay/v1/merchants/+/replies/#
+topic write wasmpay/v1/merchants/+/notifications
+";
+
+#[derive(Debug, Parser)]
+#[command(about = "End-to-end throughput and latency of wasmpay through a real broker")]
+struct Cli {
+    /// Payments per closed-loop run.
+    #[arg(long, default_value_t = 10_000)]
+    payments: u64,
+    /// Simulated users (payers).
+    #[arg(long, default_value_t = 1_000)]
+    users: u64,
+    /// Merchants, each with the `fee` plugin (its own configuration).
+    #[arg(long, default_value_t = 10)]
+    merchants: u64,
+    /// Broker connections of the load generator.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Closed loop: requests in flight per connection.
+    #[arg(long, default_value_t = 64)]
+    window: usize,
+    /// Payments for the naive baseline (it compiles the plugin per payment).
+    #[arg(long, default_value_t = 100)]
+    naive_payments: u64,
+    /// Open-loop sweep of wasmpay, as percentages of its closed-loop peak.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "10,25,50,75,90,100,110,120"
+    )]
+    sweep: Vec<u32>,
+    /// Seconds of offered load per sweep point.
+    #[arg(long, default_value_t = 3.0)]
+    sweep_seconds: f64,
+    /// Merchants with their own plugin version for the scale and restart
+    /// measurement (0 skips it).
+    #[arg(long, default_value_t = 1_000)]
+    scale_merchants: u64,
+    /// Payments per scale run (default: half of `--payments`).
+    #[arg(long)]
+    scale_payments: Option<u64>,
+    /// Run only these stages (comma-separated): ceiling, wasmpay, sweep,
+    /// native, naive, proposals, noecho, scale. The sweep needs wasmpay's
+    /// peak.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Where ledger files go (default: a temporary directory on /tmp).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Where the chart goes.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results/latency-vs-load.svg"))]
+    svg: PathBuf,
+    /// Worker threads of the server's tokio runtime (the daemon's default
+    /// is one per core).
+    #[arg(long, default_value_t = 2)]
+    server_threads: usize,
+    /// Worker threads of the load generator's tokio runtime.
+    #[arg(long, default_value_t = 2)]
+    client_threads: usize,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    if std::env::var_os("RUST_BACKTRACE").is_some() {
+        return reexec_without_backtraces();
+    }
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wasmpay-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs this same command again with `RUST_BACKTRACE` removed.
+fn reexec_without_backtraces() -> ExitCode {
+    eprintln!("wasmpay-bench: RUST_BACKTRACE is set; running again without it");
+    let status = std::env::current_exe().and_then(|exe| {
+        std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env_remove("RUST_BACKTRACE")
+            .status()
+    });
+    match status {
+        Ok(status) if status.success() => ExitCode::SUCCESS,
+        Ok(status) => ExitCode::from(u8::try_from(status.code().unwrap_or(1)).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("wasmpay-bench: cannot re-execute: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Everything one run measured.
+#[derive(Debug, Default)]
+struct Report {
+    closed: Vec<(Variant, Outcome)>,
+    peak: Option<f64>,
+    sweep: Vec<Point>,
+    scale: Vec<ScaleRun>,
+    /// Changes to the daemon, priced on the bench's copy of its pipeline.
+    proposals: Vec<(Variant, Outcome)>,
+    /// wasmpay on a broker that does not echo notifications back.
+    no_echo: Option<Outcome>,
+}
+
+/// One closed-loop wasmpay run at a merchant count, with its start.
+#[derive(Debug)]
+struct ScaleRun {
+    merchants: u64,
+    outcome: Outcome,
+    start_to_first_reply: Duration,
+    rss_before_kib: u64,
+    rss_serving_kib: u64,
+    restart: Option<(Duration, u64)>,
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    for stage in &cli.only {
+        anyhow::ensure!(
+            STAGES.contains(&stage.as_str()),
+            "--only {stage}: expected some of {}",
+            STAGES.join(", ")
+        );
+    }
+    let wanted: BTreeSet<&str> = if cli.only.is_empty() {
+        STAGES.into_iter().collect()
+    } else {
+        cli.only.iter().map(String::as_str).collect()
+    };
+    let timings = Timings::install();
+    let server_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.server_threads)
+        .thread_name("server")
+        .enable_all()
+        .build()?;
+    let client_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.client_threads)
+        .thread_name("load")
+        .enable_all()
+        .build()?;
+    let temp;
+    let data_dir = match &cli.data_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            temp = tempfile::Builder::new().prefix("wasmpay-bench").tempdir()?;
+            temp.path().to_owned()
+        }
+    };
+    let broker = wasmpay_tests::Mosquitto::start();
+    let mut bench = Bench::new(
+        broker.address(),
+        server_runtime.handle().clone(),
+        data_dir,
+        cli.clients,
+        cli.window,
+        !cli.quiet,
+    );
+    bench.timings = Some(timings.clone());
+    let started = Instant::now();
+    let mut report = client_runtime.block_on(measure(&cli, &wanted, &bench, &timings))?;
+    drop(broker);
+    if wanted.contains("noecho") {
+        let broker = wasmpay_tests::Mosquitto::start_with_files(
+            "allow_anonymous true\nacl_file {dir}/acl\n",
+            &[("acl", NO_ECHO_ACL.as_bytes())],
+        );
+        let mut bench = Bench::new(
+            broker.address(),
+            server_runtime.handle().clone(),
+            bench.data_dir.clone(),
+            cli.clients,
+            cli.window,
+            !cli.quiet,
+        );
+        bench.timings = Some(timings.clone());
+        report.no_echo = Some(client_runtime.block_on(bench.closed_loop(
+            Variant::Wasmpay,
+            cli.payments,
+            cli.users,
+            cli.merchants,
+        ))?);
+    }
+    print_report(&cli, &report, started.elapsed());
+    if !report.sweep.is_empty()
+        && let Some(peak) = report.peak
+    {
+        let title = format!(
+            "{}, {} cores, {} payments/s closed-loop peak, {}",
+            cpu_model(),
+            cores(),
+            peak.round(),
+            today()
+        );
+        if let Some(parent) = cli.svg.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&cli.svg, chart::svg(&report.sweep, peak, &title))
+            .with_context(|| format!("write {}", cli.svg.display()))?;
+        println!("Chart: `{}`", cli.svg.display());
+    }
+    let incomplete: Vec<&str> = report
+        .closed
+        .iter()
+        .map(|(_, o)| o)
+        .chain(report.scale.iter().map(|s| &s.outcome))
+        .chain(report.proposals.iter().map(|(_, o)| o))
+        .chain(report.no_echo.iter())
+        .filter(|o| !o.complete())
+        .map(|o| o.label.as_str())
+        .collect();
+    anyhow::ensure!(
+        incomplete.is_empty(),
+        "runs with missing or failed replies: {incomplete:?}"
+    );
+    Ok(())
+}
+
+async fn measure(
+    cli: &Cli,
+    wanted: &BTreeSet<&str>,
+    bench: &Bench,
+    timings: &Arc<Timings>,
+) -> anyhow::Result<Report> {
+    let mut report = Report::default();
+    let closed = Pacing::Closed { window: cli.window };
+    let (users, merchants) = (cli.users, cli.merchants);
+
+    if wanted.contains("ceiling") {
+        let outcome = bench
+            .closed_loop(Variant::Ceiling, cli.payments, users, merchants)
+            .await?;
+        report.closed.push((Variant::Ceiling, outcome));
+    }
+
+    let daemon_stages = ["wasmpay", "sweep"];
+    if daemon_stages.iter().any(|s| wanted.contains(s)) {
+        let server = bench.ready(Variant::Wasmpay, users, merchants).await?;
+        let tag = bench.fresh_tag("w");
+        timings.start();
+        let mut outcome = bench
+            .drive(
+                Variant::Wasmpay.name(),
+                world::payments(&tag, users, merchants),
+                cli.payments,
+                closed,
+                true,
+            )
+            .await?;
+        outcome.timings = Some(timings.stop());
+        let peak = outcome.throughput();
+        report.peak = Some(peak);
+        if wanted.contains("wasmpay") {
+            report.closed.push((Variant::Wasmpay, outcome));
+        }
+        if wanted.contains("sweep") {
+            for &percent in &cli.sweep {
+                let rate = peak * f64::from(percent) / 100.0;
+                let total = ((rate * cli.sweep_seconds) as u64).max(100);
+                let tag = bench.fresh_tag("s");
+                let outcome = bench
+                    .drive(
+                        &format!("wasmpay open {percent}%"),
+                        world::payments(&tag, users, merchants),
+                        total,
+                        Pacing::Open { rate_per_s: rate },
+                        true,
+                    )
+                    .await?;
+                anyhow::ensure!(
+                    outcome.complete(),
+                    "sweep at {percent}%: {} of {total} answered ok; {:?} {:?}",
+                    outcome.ok,
+                    outcome.failures,
+                    outcome.errors
+                );
+                report.sweep.push(Point {
+                    percent,
+                    offered: rate,
+                    achieved: outcome.throughput(),
+                    p50_ms: ms(outcome.at(0.5)),
+                    p99_ms: ms(outcome.at(0.99)),
+                    p999_ms: ms(outcome.at(0.999)),
+                    max_ms: ms(outcome.max()),
+                });
+                // Let any backlog drain before the next point.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        server.stop().await?;
+    }
+
+    if wanted.contains("native") {
+        let outcome = bench
+            .closed_loop(Variant::Native, cli.payments, users, merchants)
+            .await?;
+        report.closed.push((Variant::Native, outcome));
+    }
+
+    if wanted.contains("naive") {
+        // Only the users that pay need accounts: setup is one commit each.
+        let naive_users = users.min(cli.naive_payments).max(1);
+        let outcome = bench
+            .closed_loop(Variant::Naive, cli.naive_payments, naive_users, merchants)
+            .await?;
+        report.closed.push((Variant::Naive, outcome));
+    }
+
+    if wanted.contains("proposals") {
+        for variant in [
+            Variant::Copy,
+            Variant::WasmpayGrouped,
+            Variant::NativeGrouped,
+        ] {
+            let outcome = bench
+                .closed_loop(variant, cli.payments, users, merchants)
+                .await?;
+            report.proposals.push((variant, outcome));
+        }
+    }
+
+    if wanted.contains("scale") && cli.scale_merchants > 0 {
+        let payments = cli.scale_payments.unwrap_or(cli.payments / 2).max(100);
+        for merchants in [1, cli.scale_merchants] {
+            report
+                .scale
+                .push(scale_run(bench, users, merchants, payments).await?);
+        }
+    }
+    Ok(report)
+}
+
+/// wasmpay with `merchants` merchants whose plugins are already in the
+/// ledger (precompiled): start to first reply and memory, a closed-loop
+/// run, then a restart timed the same way.
+async fn scale_run(
+    bench: &Bench,
+    users: u64,
+    merchants: u64,
+    payments: u64,
+) -> anyhow::Result<ScaleRun> {
+    let tag = bench.fresh_tag(&format!("scale{merchants}-"));
+    let config = bench.config(&tag)?;
+    seed_plugins(&config.ledger.path, config.plugins, merchants)?;
+    let rss_before_kib = vm_rss_kib().unwrap_or(0);
+    let (server, start_to_first_reply) = bench
+        .start(Variant::Wasmpay, config.clone(), merchants)
+        .await?;
+    let rss_serving_kib = vm_rss_kib().unwrap_or(0);
+    bench.setup(users, merchants, false).await?;
+    let pay_tag = bench.fresh_tag("k");
+    if let Some(timings) = &bench.timings {
+        timings.start();
+    }
+    let mut outcome = bench
+        .drive(
+            &format!("wasmpay, {merchants} merchants"),
+            world::payments(&pay_tag, users, merchants),
+            payments,
+            Pacing::Closed {
+                window: bench.window,
+            },
+            true,
+        )
+        .await?;
+    outcome.timings = bench.timings.as_ref().map(|t| t.stop());
+    server.stop_keeping_session().await?;
+    // The same daemon again on the same ledger and session: every active
+    // plugin is loaded from its stored artifact before the first reply.
+    let (server, restart) = bench.start(Variant::Wasmpay, config, merchants).await?;
+    let rss_restarted_kib = vm_rss_kib().unwrap_or(0);
+    server.stop().await?;
+    Ok(ScaleRun {
+        merchants,
+        outcome,
+        start_to_first_reply,
+        rss_before_kib,
+        rss_serving_kib,
+        restart: Some((restart, rss_restarted_kib)),
+    })
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn fmt_ms(d: Duration) -> String {
+    let v = ms(d);
+    if v >= 100.0 {
+        format!("{v:.0} ms")
+    } else if v >= 10.0 {
+        format!("{v:.1} ms")
+    } else {
+        format!("{v:.2} ms")
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned())
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn today() -> String {
+    std::process::Command::new("date")
+        .arg("+%Y-%m-%d")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn outcome_row(name: &str, o: &Outcome) -> String {
+    let commits = match &o.timings {
+        Some(t) if !t.commit_us.is_empty() => format!(
+            "{} x {:.1} ops, {} / {} µs; {} plugin calls, p50 {} µs",
+            t.commit_us.len(),
+            t.batch_ops.mean(),
+            t.commit_us.value_at_quantile(0.5),
+            t.commit_us.value_at_quantile(0.99),
+            t.plugin_us.len(),
+            t.plugin_us.value_at_quantile(0.5)
+        ),
+        _ => "-".to_owned(),
+    };
+    format!(
+        "| {name} | {} | {} | {:.0} | {} | {} | {} | {} | {commits} |",
+        o.sent,
+        if o.complete() {
+            "all".to_owned()
+        } else {
+            format!("{} ({} replies)", o.ok, o.replies)
+        },
+        o.throughput(),
+        fmt_ms(o.at(0.5)),
+        fmt_ms(o.at(0.99)),
+        fmt_ms(o.at(0.999)),
+        fmt_ms(o.max())
+    )
+}
+
+fn print_report(cli: &Cli, report: &Report, elapsed: Duration) {
+    println!();
+    println!(
+        "Run {} on {} ({} cores), load average at the end {}, {:.0} s in all.",
+        today(),
+        cpu_model(),
+        cores(),
+        load_average(),
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "{} users, {} merchants, {} load connections x {} in flight (closed loop), {} payments per run ({} for naive).",
+        cli.users, cli.merchants, cli.clients, cli.window, cli.payments, cli.naive_payments
+    );
+    println!();
+    if !report.closed.is_empty() {
+        println!(
+            "| variant | payments | ok | payments/s | p50 | p99 | p99.9 | max | commits x mean batch, commit p50 / p99 |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        for (variant, o) in &report.closed {
+            println!("{}", outcome_row(variant.name(), o));
+        }
+        println!();
+    }
+    let rate = |v: Variant| {
+        report
+            .closed
+            .iter()
+            .find(|(x, _)| *x == v)
+            .map(|(_, o)| o.throughput())
+    };
+    if let Some(w) = rate(Variant::Wasmpay) {
+        let ratio = |name: &str, other: Option<f64>, target: f64, as_multiple: bool| {
+            if let Some(other) = other.filter(|o| *o > 0.0) {
+                let r = w / other;
+                let met = if r >= target { "met" } else { "NOT met" };
+                if as_multiple {
+                    println!("- wasmpay/{name}: {r:.1}x (target >= {target:.0}x: {met})");
+                } else {
+                    println!(
+                        "- wasmpay/{name}: {:.0}% (target >= {:.0}%: {met})",
+                        r * 100.0,
+                        target * 100.0
+                    );
+                }
+            }
+        };
+        ratio("ceiling", rate(Variant::Ceiling), 0.5, false);
+        ratio("naive", rate(Variant::Naive), 10.0, true);
+        ratio("native", rate(Variant::Native), 0.8, false);
+        println!();
+    }
+    if !report.sweep.is_empty() {
+        println!(
+            "Open-loop sweep of wasmpay (latency from when each request was due; peak {:.0}/s):",
+            report.peak.unwrap_or(0.0)
+        );
+        println!();
+        println!("| offered | offered/s | achieved/s | p50 | p99 | p99.9 | max |");
+        println!("| --- | --- | --- | --- | --- | --- | --- |");
+        for p in &report.sweep {
+            println!(
+                "| {}% | {:.0} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} ms |",
+                p.percent, p.offered, p.achieved, p.p50_ms, p.p99_ms, p.p999_ms, p.max_ms
+            );
+        }
+        if let Some(half) = report.sweep.iter().find(|p| p.percent == 50) {
+            let met = if half.p99_ms <= 10.0 {
+                "met"
+            } else {
+                "NOT met"
+            };
+            println!();
+            println!(
+                "p99 at half of the peak ({:.0}/s): {:.2} ms (target <= 10 ms: {met})",
+                half.offered, half.p99_ms
+            );
+        }
+        println!();
+    }
+    if !report.proposals.is_empty() {
+        println!(
+            "Changes to the daemon, priced on the bench's copy of its pipeline (same run conditions):"
+        );
+        println!();
+        println!(
+            "| variant | payments | ok | payments/s | p50 | p99 | p99.9 | max | commits x mean batch, commit p50 / p99 |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        for (variant, o) in &report.proposals {
+            println!("{}", outcome_row(variant.name(), o));
+        }
+        println!();
+    }
+    if let Some(o) = &report.no_echo {
+        println!(
+            "wasmpay with its own notifications not echoed back by the broker (ACL; what a No Local subscription would do):"
+        );
+        println!();
+        println!(
+            "| variant | payments | ok | payments/s | p50 | p99 | p99.9 | max | commits x mean batch, commit p50 / p99 |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        println!("{}", outcome_row("wasmpay, no echo", o));
+        if let Some(w) = rate(Variant::Wasmpay) {
+            println!();
+            println!("- no echo / wasmpay: {:.0}%", o.throughput() / w * 100.0);
+        }
+        println!();
+    }
+    if !report.scale.is_empty() {
+        println!(
+            "| merchants (own plugin version each) | payments/s | p50 | p99 | start to first reply | restart to first reply | VmRSS before start | serving | after restart |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        for s in &report.scale {
+            let (restart, rss_restart) = s.restart.unwrap_or_default();
+            println!(
+                "| {} | {:.0}{} | {} | {} | {} | {} | {} MiB | {} MiB | {} MiB |",
+                s.merchants,
+                s.outcome.throughput(),
+                if s.outcome.complete() {
+                    ""
+                } else {
+                    " (incomplete)"
+                },
+                fmt_ms(s.outcome.at(0.5)),
+                fmt_ms(s.outcome.at(0.99)),
+                fmt_ms(s.start_to_first_reply),
+                fmt_ms(restart),
+                s.rss_before_kib / 1024,
+                s.rss_serving_kib / 1024,
+                rss_restart / 1024
+            );
+        }
+        println!();
+    }
+}

@@ -1,0 +1,133 @@
+//! Where the daemon's time goes, from its own debug events: the writer's
+//! `batch committed` (`ops`, `commit_us`) and the handler's `plugin decided`
+//! (`elapsed_us`). A tracing layer that listens to those two events only, and
+//! only while switched on, so the measured runs pay nothing for it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use hdrhistogram::Histogram;
+use tracing::field::{Field, Visit};
+use tracing::subscriber::Interest;
+use tracing::{Event, Metadata, Subscriber};
+use tracing_subscriber::layer::{Context, Layer};
+
+/// Histograms of the daemon's own timings.
+#[derive(Debug)]
+pub struct Timings {
+    on: AtomicBool,
+    recorded: Mutex<Recorded>,
+}
+
+/// What the events reported while recording was on.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// Ledger operations per group commit.
+    pub batch_ops: Histogram<u64>,
+    /// `Ledger::apply_batch`, transaction and fsync included, in µs.
+    pub commit_us: Histogram<u64>,
+    /// One plugin call (fresh store, instantiate, call, convert), in µs.
+    pub plugin_us: Histogram<u64>,
+}
+
+impl Recorded {
+    fn new() -> Self {
+        let histogram = || Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+        Self {
+            batch_ops: histogram(),
+            commit_us: histogram(),
+            plugin_us: histogram(),
+        }
+    }
+}
+
+impl Timings {
+    /// Installs the listening layer as the process's subscriber. Call once,
+    /// before anything logs.
+    pub fn install() -> Arc<Self> {
+        let timings = Arc::new(Self {
+            on: AtomicBool::new(false),
+            recorded: Mutex::new(Recorded::new()),
+        });
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let subscriber = tracing_subscriber::registry().with(TimingsLayer(timings.clone()));
+        // Fails only if a subscriber is installed already (the tests run
+        // several benches in one process): then nothing is recorded.
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        timings
+    }
+
+    /// Starts recording, from empty histograms.
+    pub fn start(&self) {
+        *self.recorded.lock().expect("timings lock") = Recorded::new();
+        self.on.store(true, Ordering::Relaxed);
+    }
+
+    /// Stops recording and returns what was recorded.
+    pub fn stop(&self) -> Recorded {
+        self.on.store(false, Ordering::Relaxed);
+        self.recorded.lock().expect("timings lock").clone()
+    }
+}
+
+struct TimingsLayer(Arc<Timings>);
+
+/// The fields of interest in one event.
+#[derive(Default)]
+struct Fields {
+    ops: Option<u64>,
+    commit_us: Option<u64>,
+    elapsed_us: Option<u64>,
+}
+
+impl Visit for Fields {
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        match field.name() {
+            "ops" => self.ops = Some(value),
+            "commit_us" => self.commit_us = Some(value),
+            "elapsed_us" => self.elapsed_us = Some(value),
+            _ => {}
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if let Ok(value) = u64::try_from(value) {
+            self.record_u64(field, value);
+        }
+    }
+
+    fn record_debug(&mut self, _field: &Field, _value: &dyn std::fmt::Debug) {}
+}
+
+impl<S: Subscriber> Layer<S> for TimingsLayer {
+    fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
+        let fields = metadata.fields();
+        let wanted = metadata.is_event()
+            && metadata.target().starts_with("wasmpay")
+            && (fields.field("commit_us").is_some() || fields.field("elapsed_us").is_some());
+        if wanted {
+            Interest::sometimes()
+        } else {
+            Interest::never()
+        }
+    }
+
+    fn enabled(&self, _metadata: &Metadata<'_>, _ctx: Context<'_, S>) -> bool {
+        self.0.on.load(Ordering::Relaxed)
+    }
+
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let mut recorded = self.0.recorded.lock().expect("timings lock");
+        if let Some(commit_us) = fields.commit_us {
+            recorded.commit_us.saturating_record(commit_us.max(1));
+            recorded
+                .batch_ops
+                .saturating_record(fields.ops.unwrap_or(0).max(1));
+        }
+        if let Some(elapsed_us) = fields.elapsed_us {
+            recorded.plugin_us.saturating_record(elapsed_us.max(1));
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! A tiny run of every variant through a real broker: each request gets a
+//! reply, and every reply is ok. Behaviour only; the figures of a run this
+//! small mean nothing, so none is asserted.
+
+use std::time::Duration;
+
+use wasmpay_bench::load::Pacing;
+use wasmpay_bench::server::Variant;
+use wasmpay_bench::{Bench, world};
+
+fn runtime(name: &str) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn every_variant_answers_every_payment_ok() {
+    let broker = wasmpay_tests::Mosquitto::start();
+    let data = tempfile::tempdir().expect("temp dir");
+    let servers = runtime("server");
+    let clients = runtime("load");
+    let bench = Bench::new(
+        broker.address(),
+        servers.handle().clone(),
+        data.path().to_owned(),
+        2,
+        16,
+        false,
+    );
+    clients.block_on(async {
+        for (variant, payments) in [
+            (Variant::Ceiling, 200),
+            (Variant::Wasmpay, 200),
+            (Variant::Native, 200),
+            // Compiles the plugin per payment: a handful is enough.
+            (Variant::Naive, 4),
+        ] {
+            let outcome = bench
+                .closed_loop(variant, payments, 20, 2)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e:#}", variant.name()));
+            assert!(
+                outcome.complete(),
+                "{}: {} of {payments} answered, {} ok; {:?} {:?}",
+                variant.name(),
+                outcome.replies,
+                outcome.ok,
+                outcome.failures,
+                outcome.errors
+            );
+        }
+    });
+}
+
+#[test]
+fn an_open_loop_run_answers_every_payment_and_a_seeded_daemon_restarts() {
+    let broker = wasmpay_tests::Mosquitto::start();
+    let data = tempfile::tempdir().expect("temp dir");
+    let servers = runtime("server");
+    let clients = runtime("load");
+    let bench = Bench::new(
+        broker.address(),
+        servers.handle().clone(),
+        data.path().to_owned(),
+        2,
+        16,
+        false,
+    );
+    clients.block_on(async {
+        let config = bench.config("seeded").expect("config");
+        wasmpay_bench::seed_plugins(&config.ledger.path, config.plugins, 3).expect("seed");
+        let (server, _) = bench
+            .start(Variant::Wasmpay, config.clone(), 3)
+            .await
+            .expect("daemon starts");
+        bench.setup(10, 3, false).await.expect("setup");
+        let outcome = bench
+            .drive(
+                "open",
+                world::payments("o", 10, 3),
+                100,
+                Pacing::Open { rate_per_s: 500.0 },
+                true,
+            )
+            .await
+            .expect("open loop");
+        assert!(
+            outcome.complete(),
+            "{} of 100 ok; {:?} {:?}",
+            outcome.ok,
+            outcome.failures,
+            outcome.errors
+        );
+        server.stop().await.expect("stops");
+        let (server, to_first_reply) = bench
+            .start(Variant::Wasmpay, config, 3)
+            .await
+            .expect("restarts");
+        assert!(to_first_reply < Duration::from_secs(120));
+        server.stop().await.expect("stops again");
+    });
+}
