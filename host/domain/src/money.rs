@@ -116,7 +116,7 @@ pub struct Money {
     currency: Currency,
 }
 
-/// The longest digit string accepted on either side of the decimal point;
+/// The most significant digits (leading zeros aside) a whole part may have:
 /// `i64` has 19 digits, so anything longer overflows anyway.
 const DIGITS_MAX: usize = 19;
 
@@ -142,21 +142,37 @@ impl Money {
             Some((w, f)) => (w, Some(f)),
             None => (unsigned, None),
         };
-        let digits = |s: &str| {
-            !s.is_empty() && s.len() <= DIGITS_MAX && s.bytes().all(|b| b.is_ascii_digit())
-        };
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
         if !digits(whole) || fraction.is_some_and(|f| !digits(f)) {
             return Err(invalid());
         }
-        let decimal = Decimal::from_str_exact(text).map_err(|_| invalid())?;
         let exponent = currency.exponent();
-        if fraction.map_or(0, str::len) > exponent as usize {
+        let fraction = fraction.unwrap_or("");
+        if fraction.len() > exponent as usize {
             return Err(MoneyError::ExcessPrecision {
                 amount: text.to_owned(),
                 currency,
                 exponent,
             });
         }
+        // Leading zeros carry no value; more significant digits than i64
+        // holds is an overflow, whatever the written length.
+        let significant = whole.trim_start_matches('0');
+        if significant.len() > DIGITS_MAX {
+            return Err(MoneyError::Overflow { currency });
+        }
+        let sign = if unsigned.len() < text.len() { "-" } else { "" };
+        let whole = if significant.is_empty() {
+            "0"
+        } else {
+            significant
+        };
+        let normalized = if fraction.is_empty() {
+            format!("{sign}{whole}")
+        } else {
+            format!("{sign}{whole}.{fraction}")
+        };
+        let decimal = Decimal::from_str_exact(&normalized).map_err(|_| invalid())?;
         Self::from_decimal(decimal, currency)
     }
 
@@ -320,6 +336,10 @@ mod tests {
         check("1000", "JPY", 1000);
         check("0.125", "KWD", 125);
         check("1.0001", "CLF", 10001);
+        // Leading zeros carry no value and are no overflow.
+        check("00000000000000000001", "EUR", 100);
+        check("00000000058112091080", "CLF", 581_120_910_800_000);
+        check("-000.50", "EUR", -50);
     }
 
     #[test]
@@ -363,6 +383,11 @@ mod tests {
         ));
         assert!(matches!(
             Money::parse("9999999999999999999", cur("JPY")),
+            Err(MoneyError::Overflow { .. })
+        ));
+        // Too many significant digits is an overflow, not a malformed amount.
+        assert!(matches!(
+            Money::parse("-92223372038654755616", cur("EUR")),
             Err(MoneyError::Overflow { .. })
         ));
         let max = Money::from_minor(i64::MAX, cur("EUR"));
