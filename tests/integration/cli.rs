@@ -78,19 +78,32 @@ struct Host {
 
 impl Host {
     async fn start(broker: &TestBroker) -> Self {
+        Self::start_at(&broker.address(), None).await
+    }
+
+    /// The daemon on the broker at `address`, logging in with `login` if
+    /// the broker wants one (the operator's login then checks readiness).
+    async fn start_at(address: &str, login: Option<(&str, &str)>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = wasmpay::Config::default();
-        config.broker.address = broker.address();
-        config.broker.client_id = format!("wasmpay-host-{}", broker.port);
+        config.broker.address = address.to_owned();
+        config.broker.client_id = format!("wasmpay-host-{}", address.replace([':', '.'], "-"));
         config.ledger.path = dir.path().join("wasmpay.db");
+        if let Some((user, password)) = login {
+            config.broker.username = Some(user.to_owned());
+            config.broker.password = Some(password.to_owned());
+        }
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(wasmpay::pipeline::run(config, async {
             let _ = stopped.await;
         }));
         // Ready once it answers: before it subscribes, requests reach nobody.
+        let mut status = vec!["status", "--timeout-ms", "1000"];
+        if login.is_some() {
+            status.extend(["--username", "wasmpay-admin", "--password", PASSWORD]);
+        }
         for _ in 0..200 {
-            let run = wasmpay(&broker.address(), &["status", "--timeout-ms", "1000"]).await;
-            if run.code == 0 {
+            if wasmpay(address, &status).await.code == 0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -589,4 +602,98 @@ async fn the_demo_drives_every_kind_of_request_and_leaves_a_clean_ledger() {
             "{merchant}: {summary}"
         );
     }
+}
+
+/// The password of every login of [`locked_broker`].
+const PASSWORD: &str = "secret";
+
+/// A Mosquitto with the shipped ACL (`config/mosquitto/acl`) and a login for
+/// the daemon, the operator, two users and a merchant.
+fn locked_broker() -> Mosquitto {
+    let acl = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/mosquitto/acl"
+    ))
+    .expect("read the shipped acl");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let passwd = dir.path().join("passwd");
+    for (i, user) in ["wasmpay-host", "wasmpay-admin", "alice", "bob", "m-shop"]
+        .iter()
+        .enumerate()
+    {
+        let mut cmd = Command::new("mosquitto_passwd");
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        let status = cmd
+            .args(["-b"])
+            .arg(&passwd)
+            .args([*user, PASSWORD])
+            .status()
+            .expect("run mosquitto_passwd");
+        assert!(status.success());
+    }
+    let passwd = std::fs::read(&passwd).expect("read passwd");
+    Mosquitto::start_with_files(
+        "allow_anonymous false\npassword_file {dir}/passwd\nacl_file {dir}/acl\n",
+        &[("passwd", &passwd), ("acl", &acl)],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_locked_down_broker_each_login_acts_only_as_itself() {
+    let broker = locked_broker();
+    let b = broker.address();
+    let daemon = Host::start_at(&b, Some(("wasmpay-host", PASSWORD))).await;
+    let admin = ["--username", "wasmpay-admin", "--password", PASSWORD];
+    for args in [
+        &["open-account", "--user", "alice", "EUR"][..],
+        &["open-account", "--merchant", "m-shop", "EUR"],
+        &["deposit", "--user", "alice", "20", "EUR"],
+    ] {
+        expect(&wasmpay(&b, &[args, &admin].concat()).await, 0);
+    }
+    let pay = [
+        "pay",
+        "--user",
+        "alice",
+        "--merchant",
+        "m-shop",
+        "1.50",
+        "EUR",
+    ];
+    let login =
+        |user: &'static str, password: &'static str| ["--username", user, "--password", password];
+    let run = wasmpay(&b, &[&pay[..], &login("alice", PASSWORD)].concat()).await;
+    assert!(
+        expect(&run, 0).stdout.starts_with("approved: 1.50 EUR"),
+        "{run:#?}"
+    );
+
+    let run = wasmpay(&b, &[&pay[..], &login("alice", "wrong")].concat()).await;
+    assert!(
+        expect(&run, 2).stderr.contains("refused the login"),
+        "{run:#?}"
+    );
+
+    // Bob may not read alice's replies, so he cannot act as alice.
+    let run = wasmpay(&b, &[&pay[..], &login("bob", PASSWORD)].concat()).await;
+    assert!(
+        expect(&run, 2)
+            .stderr
+            .contains("--username alice for --user alice"),
+        "{run:#?}"
+    );
+
+    let run = wasmpay(
+        &b,
+        &[
+            &["balance", "--user", "alice"][..],
+            &login("alice", PASSWORD),
+        ]
+        .concat(),
+    )
+    .await;
+    assert!(expect(&run, 0).stdout.contains("18.50 EUR"), "{run:#?}");
+    daemon.stop().await;
 }
