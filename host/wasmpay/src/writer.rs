@@ -187,7 +187,7 @@ impl Writer {
                 id,
                 &wasmpay_protocol::reply::StatusResult {
                     version: env!("CARGO_PKG_VERSION").to_owned(),
-                    protocol: wasmpay_protocol::TOPIC_PREFIX.to_owned(),
+                    protocol: "v1".to_owned(),
                     uptime_s: self.shared.started.elapsed().as_secs(),
                 },
             )),
@@ -298,14 +298,14 @@ impl Writer {
                 .find(|v| v.version == version)
                 .ok_or_else(|| {
                     (
-                        "plugin_version_not_found",
+                        "plugin_not_found",
                         format!("merchant {merchant} has no plugin version {version}"),
                     )
                 })?,
             None => self
                 .ledger
                 .plugin_rollback(merchant, at_ms)
-                .map_err(|e| ("rollback_unavailable", e.to_string()))?,
+                .map_err(|e| ("plugin_not_found", e.to_string()))?,
         };
         let plugin = load_version(
             &mut self.ledger,
