@@ -25,7 +25,7 @@ pub struct Point {
 
 const WIDTH: f64 = 760.0;
 const HEIGHT: f64 = 460.0;
-const LEFT: f64 = 70.0;
+const LEFT: f64 = 84.0;
 const RIGHT: f64 = 170.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 60.0;
@@ -120,7 +120,7 @@ pub fn svg(points: &[Point], peak: f64, title: &str) -> String {
     let px = x(peak);
     let _ = writeln!(
         s,
-        r##"<line x1="{px:.1}" y1="{TOP}" x2="{px:.1}" y2="{:.1}" stroke="#888" stroke-dasharray="5 4"/><text x="{:.1}" y="{:.1}" fill="#555">closed-loop peak {peak:.0}/s</text>"##,
+        r##"<line x1="{px:.1}" y1="{TOP}" x2="{px:.1}" y2="{:.1}" stroke="#888" stroke-dasharray="5 4"/><text x="{:.1}" y="{:.1}" fill="#555" text-anchor="end">closed-loop peak {peak:.0}/s</text>"##,
         TOP + plot_h,
         px - 4.0,
         TOP + 14.0
