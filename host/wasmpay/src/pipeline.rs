@@ -47,7 +47,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             .map_err(anyhow::Error::msg)?;
 
     let depth = usize::from(config.broker.inflight_messages_max);
-    let (batch_tx, batch_rx) = mpsc::channel::<Vec<Item>>(4);
+    // Depth 1: while the writer commits one batch, the next one grows in
+    // `pending`, so a busy writer gets bigger batches (group commit) instead
+    // of a queue of tiny ones, each paying its own fsync.
+    let (batch_tx, batch_rx) = mpsc::channel::<Vec<Item>>(1);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Vec<Done>>();
     let writer_thread = std::thread::Builder::new()
         .name("ledger-writer".to_owned())
@@ -93,6 +96,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         config.pipeline.hold_sweep_interval_ms.max(10),
     ));
     let mut ordered = FuturesOrdered::new();
+    // Prepared work, in arrival order, waiting for the writer to be free.
+    let mut pending: Vec<Item> = Vec::new();
     let mut stopping = false;
     let grace = Duration::from_millis(config.pipeline.shutdown_grace_ms);
     let give_up = tokio::time::sleep(Duration::MAX / 4);
@@ -111,19 +116,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 tracing::warn!(unfinished = ordered.len(), "shutdown grace over; unfinished messages stay unacked and will be redelivered");
                 break;
             }
-            Some(first) = ordered.next(), if !ordered.is_empty() => {
-                let mut batch: Vec<Item> = vec![first];
-                while batch.len() < batch_ops_max {
-                    match ordered.next().now_or_never() {
-                        Some(Some(item)) => batch.push(item),
-                        _ => break,
-                    }
-                }
-                if batch_tx.send(batch).await.is_err() {
+            permit = batch_tx.reserve(), if !pending.is_empty() => {
+                let Ok(permit) = permit else {
                     anyhow::bail!("the ledger writer stopped");
+                };
+                let count = pending.len().min(batch_ops_max);
+                permit.send(pending.drain(..count).collect());
+            }
+            Some(first) = ordered.next(), if !ordered.is_empty() => {
+                pending.push(first);
+                while let Some(Some(item)) = ordered.next().now_or_never() {
+                    pending.push(item);
                 }
             }
-            message = inbound.recv(), if !stopping && ordered.len() < depth => {
+            message = inbound.recv(), if !stopping && ordered.len() + pending.len() < depth => {
                 let Some(message) = message else { break };
                 let shared = shared.clone();
                 ordered.push_back(async move {
@@ -135,8 +141,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 ordered.push_back(async { handlers::sweep_holds() }.boxed());
             }
         }
-        shared.metrics.inflight(ordered.len());
-        if stopping && ordered.is_empty() {
+        shared.metrics.inflight(ordered.len() + pending.len());
+        if stopping && ordered.is_empty() && pending.is_empty() {
             break;
         }
     }
