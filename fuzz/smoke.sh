@@ -35,6 +35,11 @@ cargo +nightly fuzz build "${flags[@]}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 for target in "${targets[@]}"; do
+    # Inputs that once showed a bug must pass, and stay passing.
+    if [ -d "artifacts-found/$target" ]; then
+        echo "fuzz smoke: $target on artifacts-found/$target"
+        cargo +nightly fuzz run "${flags[@]}" "$target" "artifacts-found/$target"/*
+    fi
     echo "fuzz smoke: $target for ${seconds}s"
     cp -r "corpus/$target" "$work/$target"
     cargo +nightly fuzz run "${flags[@]}" "$target" "$work/$target" -- \

@@ -68,44 +68,14 @@ fn parsed(result: &Result<Money, MoneyError>) -> Parsed {
     }
 }
 
-/// Whether `Money::parse` and the reference disagree only in how they name
-/// a refusal, in the one way known and compensated for: `Money::parse`
-/// calls a plain decimal with a part longer than 19 digits (or too many
-/// digits for `rust_decimal`) an invalid amount before looking at its value,
-/// where the reference says overflow or excess precision. The protocol
-/// re-reads such text and answers `amount_overflow` or `excess_precision`
-/// (`money()` in `host/protocol/src/decode.rs`), so clients get the right
-/// code; the first input that showed it is kept in
-/// `artifacts-found/amount/`. A refused amount the reference can represent
-/// is not covered here: that is a real disagreement.
-fn known_naming_difference(domain: Parsed, reference: Parsed) -> bool {
-    domain == Parsed::Invalid && matches!(reference, Parsed::Overflow | Parsed::ExcessPrecision)
-}
-
-/// A known bug, open until `Money::parse` is fixed (then delete this): a
-/// plain decimal whose whole part is longer than 19 digits only because of
-/// leading zeros (`"00000000000000000001"`, 1 EUR) is refused as invalid,
-/// and the protocol answers `amount_overflow` for it. Reproduction and
-/// details: `artifacts-found/amount/leading-zeros-refused`, RELIABILITY.md.
-fn known_bug_leading_zeros(text: &str, domain: Parsed, reference: Parsed) -> bool {
-    let unsigned = text.strip_prefix('-').unwrap_or(text);
-    let whole = unsigned.split('.').next().unwrap_or("");
-    domain == Parsed::Invalid
-        && matches!(reference, Parsed::Minor(_))
-        && whole.len() > 19
-        && whole.starts_with('0')
-}
-
 fuzz_target!(|data: &[u8]| {
     let input = AmountInput::read(data);
     let currency = Currency::parse(input.currency).expect("a real currency");
     let exponent = currency.exponent();
     let result = Money::parse(input.text, currency);
     let (domain, reference) = (parsed(&result), reference(input.text, exponent));
-    assert!(
-        domain == reference
-            || known_naming_difference(domain, reference)
-            || known_bug_leading_zeros(input.text, domain, reference),
+    assert_eq!(
+        domain, reference,
         "{:?} in {currency}: Money::parse gave {result:?}, the reference {reference:?}",
         input.text
     );
