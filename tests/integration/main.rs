@@ -3,5 +3,6 @@
 //! concern.
 
 mod broker_acl;
+mod chaos;
 mod cli;
 mod daemon;
