@@ -191,9 +191,12 @@ impl Config {
     }
 
     fn validate(&self, errors: &mut Vec<String>) {
-        if let Err(e) = self.broker.host_port() {
-            errors.push(e);
-        }
+        let address = if self.broker.is_embedded() {
+            self.broker.embedded_listen_addr().map(|_| ())
+        } else {
+            self.broker.host_port().map(|_| ())
+        };
+        errors.extend(address.err());
         errors.extend(
             self.plugins
                 .problems()
@@ -364,6 +367,61 @@ mod tests {
         let config = Config::parse("[broker]\naddress = \"a:1\"\n", env).unwrap();
         assert_eq!(config.broker.address, "broker:1884");
         assert_eq!(config.fees.platform_fee_bps, 150);
+    }
+
+    #[test]
+    fn embedded_is_the_default_and_may_be_chosen_in_the_file_or_the_environment() {
+        assert!(Config::default().broker.is_embedded());
+        let in_file = Config::parse("[broker]\naddress = \"embedded\"\n", no_env()).unwrap();
+        assert!(in_file.broker.is_embedded());
+        let env = vec![("WASMPAY__BROKER__ADDRESS".to_owned(), "embedded".to_owned())];
+        let in_env = Config::parse("[broker]\naddress = \"a:1\"\n", env).unwrap();
+        assert!(in_env.broker.is_embedded());
+        assert_eq!(
+            in_env.broker.embedded_listen_addr(),
+            Ok(([127, 0, 0, 1], 1883).into())
+        );
+    }
+
+    #[test]
+    fn an_address_in_the_environment_wins_over_embedded_in_the_file() {
+        let env = vec![(
+            "WASMPAY__BROKER__ADDRESS".to_owned(),
+            "broker:1884".to_owned(),
+        )];
+        let config = Config::parse("[broker]\naddress = \"embedded\"\n", env).unwrap();
+        assert!(!config.broker.is_embedded());
+        assert_eq!(config.broker.host_port(), Ok(("broker".to_owned(), 1884)));
+    }
+
+    #[test]
+    fn the_embedded_broker_listens_on_loopback_only() {
+        for (listen, expected) in [
+            ("0.0.0.0:1883", "loopback only"),
+            ("localhost", "expected ip:port"),
+        ] {
+            let text = format!("[broker]\nembedded_listen = \"{listen}\"\n");
+            let errors = Config::parse(&text, no_env()).unwrap_err().0;
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.contains("broker.embedded_listen") && e.contains(expected)),
+                "{listen}: {errors:#?}"
+            );
+        }
+        // With a broker of its own, the embedded broker's key is not used.
+        let text = "[broker]\naddress = \"b:1883\"\nembedded_listen = \"0.0.0.0:1\"\n";
+        assert!(Config::parse(text, no_env()).is_ok());
+    }
+
+    #[test]
+    fn problems_beside_embedded_are_still_reported_with_their_keys() {
+        let text = "[broker]\naddress = \"embedded\"\n[log]\nformat = \"xml\"\n";
+        let errors = Config::parse(text, no_env()).unwrap_err().0;
+        assert!(
+            errors.iter().any(|e| e.contains("log.format")),
+            "{errors:#?}"
+        );
     }
 
     #[test]

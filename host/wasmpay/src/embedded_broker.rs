@@ -1,6 +1,7 @@
 //! An MQTT 5 broker inside the daemon's process, for a machine with nothing
-//! else installed: `wasmpay run` with `broker.address = "embedded"`, the
-//! demo, and tests. The only code in wasmpay that knows rmqtt.
+//! else installed: `wasmpay run` with `broker.address = "embedded"` (the
+//! default; it listens on `broker.embedded_listen`), the demo, and tests.
+//! The only code in wasmpay that knows rmqtt.
 //!
 //! It listens on loopback only: it has no logins and no ACL, so whoever can
 //! connect can act as any user, merchant or operator (identity is the topic,
@@ -52,7 +53,7 @@ pub enum StartError {
     )]
     NotLoopback(SocketAddr),
     #[error(
-        "the embedded broker cannot listen on {address}: {reason}. If another broker runs there, use it instead: leave broker.address (or WASMPAY__BROKER__ADDRESS) at its host:port"
+        "the embedded broker cannot listen on {address}: {reason}. If another broker runs there, use it instead: set broker.address (or WASMPAY__BROKER__ADDRESS) to its host:port; or move the embedded broker with broker.embedded_listen"
     )]
     Listen { address: SocketAddr, reason: String },
     #[error("the embedded broker's runtime: {0}")]

@@ -13,6 +13,7 @@
 //!   as many messages as the broker may have in flight (`receive_maximum`),
 //!   and acks and publishes go through the client from other tasks.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -23,12 +24,21 @@ use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 
+/// `broker.address` for a broker in this process ([`crate::embedded_broker`]),
+/// the default: `wasmpay run` starts it on `broker.embedded_listen` and
+/// connects there.
+pub const EMBEDDED_ADDRESS: &str = "embedded";
+
 /// Broker settings (`[broker]` in the config file).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
-    /// `host:port` of the MQTT broker.
+    /// `host:port` of the MQTT broker, or [`EMBEDDED_ADDRESS`] for one in
+    /// this process, so that a machine with nothing else installed runs.
     pub address: String,
+    /// Where the embedded broker listens: loopback only, because it has no
+    /// logins or ACL. Clients look at 127.0.0.1:1883 by default.
+    pub embedded_listen: String,
     /// Stable client id: the broker keeps this session's unacked messages
     /// across reconnects and restarts.
     pub client_id: String,
@@ -50,7 +60,8 @@ pub struct BrokerConfig {
 impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
-            address: "127.0.0.1:1883".to_owned(),
+            address: EMBEDDED_ADDRESS.to_owned(),
+            embedded_listen: "127.0.0.1:1883".to_owned(),
             client_id: "wasmpay-host".to_owned(),
             username: None,
             password: None,
@@ -65,8 +76,18 @@ impl Default for BrokerConfig {
 }
 
 impl BrokerConfig {
+    /// Whether the daemon runs its own broker ([`EMBEDDED_ADDRESS`]).
+    pub fn is_embedded(&self) -> bool {
+        self.address == EMBEDDED_ADDRESS
+    }
+
     /// Host and port, or a message naming the key.
     pub fn host_port(&self) -> Result<(String, u16), String> {
+        if self.is_embedded() {
+            return Err(format!(
+                "broker.address `{EMBEDDED_ADDRESS}`: start the embedded broker first (as `wasmpay run` does) and set broker.address to where it listens"
+            ));
+        }
         let (host, port) = self
             .address
             .rsplit_once(':')
@@ -75,6 +96,22 @@ impl BrokerConfig {
             .parse()
             .map_err(|_| format!("broker.address `{}`: invalid port", self.address))?;
         Ok((host.to_owned(), port))
+    }
+
+    /// Where the embedded broker listens, or a message naming the key.
+    pub fn embedded_listen_addr(&self) -> Result<SocketAddr, String> {
+        let listen: SocketAddr = self.embedded_listen.parse().map_err(|_| {
+            format!(
+                "broker.embedded_listen `{}`: expected ip:port, like 127.0.0.1:1883",
+                self.embedded_listen
+            )
+        })?;
+        if !listen.ip().is_loopback() {
+            return Err(format!(
+                "broker.embedded_listen `{listen}`: loopback only (the embedded broker has no logins or ACL): use 127.0.0.1:<port>"
+            ));
+        }
+        Ok(listen)
     }
 }
 

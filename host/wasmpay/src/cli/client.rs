@@ -42,7 +42,7 @@ pub enum ClientError {
     #[error("`{0}` is not host:port (for example 127.0.0.1:1883)")]
     BadAddress(String),
     #[error(
-        "cannot reach the MQTT broker at {address}: {reason}. Is the daemon running? Start it with `wasmpay run` (with a broker of its own: WASMPAY__BROKER__ADDRESS=embedded), or point --broker / WASMPAY_BROKER at your broker"
+        "cannot reach the MQTT broker at {address}: {reason}. Is the daemon running? Start it with `wasmpay run` (it runs a broker of its own on 127.0.0.1:1883 unless its broker.address names one), or point --broker / WASMPAY_BROKER at your broker"
     )]
     Unreachable { address: String, reason: String },
     #[error(

@@ -1,7 +1,7 @@
 //! The `wasmpay` command line.
 //!
-//! - `run`: the daemon ([`crate::pipeline`]), optionally with a broker of its
-//!   own ([`crate::embedded_broker`]).
+//! - `run`: the daemon ([`crate::pipeline`]), with a broker of its own
+//!   ([`crate::embedded_broker`]) unless `broker.address` names one.
 //! - Clients for people (`pay`, `balance`, `history`, `refund`, `capture`,
 //!   `void`, `authorize`, `payout`, `deposit`, `open-account`, `status`,
 //!   `plugin upload|activate|rollback|list`): each sends one request over
@@ -56,7 +56,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Run the daemon: connect to the broker and process payment traffic.
+    /// Run the daemon: start a broker of its own on 127.0.0.1:1883 (or
+    /// connect to `broker.address`) and process payment traffic.
     Run(tools::RunArgs),
     #[command(flatten)]
     Client(commands::ClientCmd),

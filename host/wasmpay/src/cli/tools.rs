@@ -11,10 +11,13 @@ use wasmpay_domain::{MerchantId, UserId};
 use wasmpay_ledger::{Owner, Reader};
 
 use crate::Config;
+use crate::embedded_broker::EmbeddedBroker;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// TOML config file (see config/wasmpay.toml); defaults apply without one.
+    /// TOML config file (see config/wasmpay.toml). Without one, the daemon
+    /// runs its own broker on 127.0.0.1:1883 and keeps the ledger in
+    /// ./wasmpay.db.
     #[arg(long, short)]
     config: Option<PathBuf>,
 }
@@ -103,14 +106,20 @@ pub(crate) fn parse_pair(text: &str) -> Result<(String, String), String> {
 }
 
 pub fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let (config, embedded) = load_config(args.config.as_deref(), std::env::vars().collect())?;
+    let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
     init_logging(&config.log);
-    let broker = match embedded {
-        Some(listen) => Some(crate::embedded_broker::EmbeddedBroker::start(
-            listen,
-            &config.broker,
-        )?),
-        None => None,
+    // With `broker.address = "embedded"` (the default) the daemon runs its
+    // own broker and connects to it like to any other.
+    let broker = if config.broker.is_embedded() {
+        let listen = config
+            .broker
+            .embedded_listen_addr()
+            .map_err(anyhow::Error::msg)?;
+        let broker = EmbeddedBroker::start(listen, &config.broker)?;
+        config.broker.address = broker.address().to_string();
+        Some(broker)
+    } else {
+        None
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -119,60 +128,6 @@ pub fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
     // The broker outlives the daemon's last acks and replies.
     drop(broker);
     Ok(ExitCode::SUCCESS)
-}
-
-/// `broker.address = "embedded"`: run a broker in this process.
-pub const EMBEDDED: &str = "embedded";
-
-/// Where the embedded broker listens: where clients look by default.
-const EMBEDDED_LISTEN: &str = "127.0.0.1:1883";
-
-/// The config, and where to start the embedded broker if `broker.address`
-/// (in the file or `WASMPAY__BROKER__ADDRESS`) is `embedded`. The daemon
-/// then connects to that broker like to any other.
-pub fn load_config(
-    path: Option<&std::path::Path>,
-    mut env: Vec<(String, String)>,
-) -> anyhow::Result<(Config, Option<std::net::SocketAddr>)> {
-    let text = match path {
-        Some(p) => {
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
-        }
-        None => String::new(),
-    };
-    let env_key = format!("{}BROKER__ADDRESS", crate::config::ENV_PREFIX);
-    let from_env = env
-        .iter()
-        .rev()
-        .find(|(k, _)| *k == env_key)
-        .map(|(_, v)| v.clone());
-    let mut table: toml::Table = text
-        .parse()
-        .map_err(|e| anyhow::anyhow!("invalid TOML: {e}"))?;
-    let in_file = table
-        .get("broker")
-        .and_then(|b| b.get("address"))
-        .and_then(toml::Value::as_str)
-        == Some(EMBEDDED);
-    let embedded = match from_env.as_deref() {
-        Some(value) => value == EMBEDDED,
-        None => in_file,
-    };
-    if !embedded {
-        return Ok((Config::parse(&text, env)?, None));
-    }
-    // The config module knows host:port addresses only: hand it the
-    // embedded broker's.
-    env.retain(|(k, _)| *k != env_key);
-    let broker = table
-        .entry("broker")
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    if let toml::Value::Table(broker) = broker {
-        broker.insert("address".to_owned(), EMBEDDED_LISTEN.into());
-    }
-    let config = Config::parse(&table.to_string(), env)?;
-    let listen = EMBEDDED_LISTEN.parse().expect("a socket address");
-    Ok((config, Some(listen)))
 }
 
 pub fn plugin_run(args: PluginRunArgs) -> anyhow::Result<ExitCode> {
@@ -268,58 +223,5 @@ pub(crate) async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn load(text: &str, env: &[(&str, &str)]) -> (Config, Option<std::net::SocketAddr>) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("wasmpay.toml");
-        std::fs::write(&path, text).expect("write config");
-        let env = env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        load_config(Some(&path), env).expect("a valid config")
-    }
-
-    #[test]
-    fn embedded_in_the_file_or_the_environment_starts_a_broker_on_loopback() {
-        let listen = Some("127.0.0.1:1883".parse().expect("address"));
-        let (config, embedded) = load("[broker]\naddress = \"embedded\"\n", &[]);
-        assert_eq!(embedded, listen);
-        assert_eq!(config.broker.address, "127.0.0.1:1883");
-
-        let env = [("WASMPAY__BROKER__ADDRESS", "embedded")];
-        let (config, embedded) = load("[ledger]\npath = \"x.db\"\n", &env);
-        assert_eq!(embedded, listen);
-        assert_eq!(config.broker.address, "127.0.0.1:1883");
-        assert_eq!(config.ledger.path, PathBuf::from("x.db"));
-    }
-
-    #[test]
-    fn an_address_in_the_environment_wins_over_embedded_in_the_file() {
-        let env = [("WASMPAY__BROKER__ADDRESS", "broker:1884")];
-        let (config, embedded) = load("[broker]\naddress = \"embedded\"\n", &env);
-        assert_eq!(embedded, None);
-        assert_eq!(config.broker.address, "broker:1884");
-    }
-
-    #[test]
-    fn other_problems_are_still_reported_with_their_keys() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("wasmpay.toml");
-        std::fs::write(
-            &path,
-            "[broker]\naddress = \"embedded\"\n[log]\nformat = \"xml\"\n",
-        )
-        .expect("write config");
-        let error = load_config(Some(&path), Vec::new())
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("log.format"), "{error}");
     }
 }
