@@ -197,6 +197,7 @@ impl Config {
             self.broker.host_port().map(|_| ())
         };
         errors.extend(address.err());
+        errors.extend(self.broker.tls_problems());
         errors.extend(
             self.plugins
                 .problems()
@@ -420,6 +421,60 @@ mod tests {
         let errors = Config::parse(text, no_env()).unwrap_err().0;
         assert!(
             errors.iter().any(|e| e.contains("log.format")),
+            "{errors:#?}"
+        );
+    }
+
+    #[test]
+    fn tls_files_without_tls_are_refused_rather_than_ignored() {
+        let text = "[broker]\naddress = \"b:8883\"\ntls_ca_file = \"ca.pem\"\n";
+        let errors = Config::parse(text, no_env()).unwrap_err().0;
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0].contains("broker.tls_ca_file") && errors[0].contains("tls = true"),
+            "{errors:#?}"
+        );
+    }
+
+    #[test]
+    fn tls_with_the_embedded_broker_is_refused() {
+        let errors = Config::parse("[broker]\ntls = true\n", no_env())
+            .unwrap_err()
+            .0;
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("broker.tls:") && e.contains("embedded")),
+            "{errors:#?}"
+        );
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn unreadable_tls_files_are_refused_each_naming_its_key() {
+        let text = "[broker]\naddress = \"b:8883\"\ntls = true\ntls_ca_file = \"/nonexistent/ca.pem\"\ntls_client_cert_file = \"/nonexistent/client.pem\"\n";
+        let errors = Config::parse(text, no_env()).unwrap_err().0;
+        for key in ["broker.tls_ca_file:", "broker.tls_client_key_file:"] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(key)),
+                "{key} missing from {errors:#?}"
+            );
+        }
+        assert!(
+            errors.iter().any(|e| e.contains("/nonexistent/ca.pem")),
+            "{errors:#?}"
+        );
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn tls_in_a_build_without_it_is_refused_saying_so() {
+        let text = "[broker]\naddress = \"b:8883\"\ntls = true\n";
+        let errors = Config::parse(text, no_env()).unwrap_err().0;
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("broker.tls:") && e.contains("built without TLS")),
             "{errors:#?}"
         );
     }

@@ -11,6 +11,8 @@
 //! the process stopped is gone with the broker, so its client gets no reply
 //! and retries with the same id (`docs/PROTOCOL.md`, Idempotency). For
 //! production, use a broker of its own with persistence, like Mosquitto.
+//! It speaks plain TCP: the daemon reaches it over loopback, and
+//! `broker.tls` is for a broker of its own only.
 //!
 //! The broker runs on a tokio runtime of its own (its own threads), so the
 //! daemon's work never delays message routing, and dropping the handle stops

@@ -4,7 +4,9 @@
 //! Read [`pipeline`] first: it is the whole job in one page. Then, in the
 //! order a message flows:
 //!
-//! - [`mqtt`]: the broker connection (the only module that knows rumqttc).
+//! - [`mqtt`]: the broker connection (the only module that knows rumqttc),
+//!   over TLS with [`tls`]'s settings, or to the broker in this process
+//!   ([`embedded_broker`], the default).
 //! - `wasmpay_protocol`: topics and JSON payloads to typed requests and back.
 //! - [`handlers`]: one function per request kind, mapping requests to plugin
 //!   calls and ledger operations, and outcomes to replies.
@@ -24,6 +26,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod pipeline;
 mod replies;
+pub mod tls;
 pub mod writer;
 
 pub use config::Config;

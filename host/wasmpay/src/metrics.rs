@@ -2,7 +2,8 @@
 //! check on one small HTTP listener (`[metrics] listen`).
 //!
 //! The listener answers `GET /metrics` (Prometheus text format) and
-//! `GET /health` (200 when the broker connection is up, 503 otherwise). It
+//! `GET /health` (200 when the broker connection is up, 503 and the reason
+//! otherwise, like a broker certificate the CA file does not vouch for). It
 //! reads at most one small request per connection: it is an operator's
 //! port, not a web server.
 
@@ -165,7 +166,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn serve(
     listen: String,
     metrics: Arc<Metrics>,
-    healthy: impl Fn() -> bool + Send + Sync + 'static,
+    healthy: impl Fn() -> Result<(), String> + Send + Sync + 'static,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     tracing::info!(%listen, "metrics and health listening");
@@ -185,11 +186,13 @@ pub async fn serve(
                 let path = line.split_whitespace().nth(1).unwrap_or("");
                 let (status, body) = match path {
                     "/metrics" => ("200 OK", metrics.render()),
-                    "/health" if healthy() => ("200 OK", "ok\n".to_owned()),
-                    "/health" => (
-                        "503 Service Unavailable",
-                        "broker connection down\n".to_owned(),
-                    ),
+                    "/health" => match healthy() {
+                        Ok(()) => ("200 OK", "ok\n".to_owned()),
+                        Err(why) => (
+                            "503 Service Unavailable",
+                            format!("broker connection down: {why}\n"),
+                        ),
+                    },
                     _ => ("404 Not Found", "try /metrics or /health\n".to_owned()),
                 };
                 let response = format!(

@@ -12,17 +12,24 @@
 //! - The event loop task never waits on the pipeline: the inbound channel holds
 //!   as many messages as the broker may have in flight (`receive_maximum`),
 //!   and acks and publishes go through the client from other tasks.
+//!
+//! With `broker.tls` the connection is TLS, with the files [`crate::tls`]
+//! loads. A connection the broker (or its certificate) refuses is retried
+//! like any other, logged at ERROR when only an operator can fix it, and
+//! [`Broker::health`] says why, for `/health`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet, Publish, PublishProperties};
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
+
+use crate::tls::{TlsClient, TlsFiles, TlsSetting};
 
 /// `broker.address` for a broker in this process ([`crate::embedded_broker`]),
 /// the default: `wasmpay run` starts it on `broker.embedded_listen` and
@@ -44,6 +51,17 @@ pub struct BrokerConfig {
     pub client_id: String,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// TLS to an external broker. The embedded broker is plain TCP on
+    /// loopback, so `tls` with it is a config error rather than a silent
+    /// no-op.
+    pub tls: bool,
+    /// PEM bundle of the CA certificates that may sign the broker's
+    /// certificate; unset trusts the platform's CA certificates.
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM certificate and key for a broker that requires client
+    /// certificates; both or neither.
+    pub tls_client_cert_file: Option<PathBuf>,
+    pub tls_client_key_file: Option<PathBuf>,
     pub keep_alive_s: u64,
     /// How long the broker keeps the session after a disconnect.
     pub session_expiry_s: u32,
@@ -65,6 +83,10 @@ impl Default for BrokerConfig {
             client_id: "wasmpay-host".to_owned(),
             username: None,
             password: None,
+            tls: false,
+            tls_ca_file: None,
+            tls_client_cert_file: None,
+            tls_client_key_file: None,
             keep_alive_s: 30,
             session_expiry_s: 3_600,
             inflight_messages_max: 256,
@@ -113,6 +135,71 @@ impl BrokerConfig {
         }
         Ok(listen)
     }
+
+    /// Every problem with the TLS keys, each naming its key: files set
+    /// without `tls` (which would otherwise talk plain TCP while the
+    /// operator believes it is encrypted), TLS with the embedded broker,
+    /// and files that cannot be read or parsed.
+    pub(crate) fn tls_problems(&self) -> Vec<String> {
+        let files = [
+            ("broker.tls_ca_file", &self.tls_ca_file),
+            ("broker.tls_client_cert_file", &self.tls_client_cert_file),
+            ("broker.tls_client_key_file", &self.tls_client_key_file),
+        ];
+        if !self.tls {
+            return files
+                .iter()
+                .filter(|(_, path)| path.is_some())
+                .map(|(key, _)| format!("{key}: set, but broker.tls is false: set tls = true to use it, or remove it"))
+                .collect();
+        }
+        if self.is_embedded() {
+            return vec![
+                "broker.tls: the embedded broker is plain TCP on loopback; TLS is for a broker of its own: set broker.address to its host:port, or tls = false"
+                    .to_owned(),
+            ];
+        }
+        match self.tls_client() {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems,
+        }
+    }
+
+    /// The loaded TLS configuration, or every problem naming its key.
+    fn tls_client(&self) -> Result<TlsClient, Vec<String>> {
+        let files = TlsFiles {
+            ca: self.tls_ca_file.clone(),
+            client_cert: self.tls_client_cert_file.clone(),
+            client_key: self.tls_client_key_file.clone(),
+        };
+        files.load().map_err(|problems| {
+            problems
+                .into_iter()
+                .map(|p| {
+                    let key = match p.setting {
+                        TlsSetting::Enabled => "broker.tls",
+                        TlsSetting::Ca => "broker.tls_ca_file",
+                        TlsSetting::ClientCert => "broker.tls_client_cert_file",
+                        TlsSetting::ClientKey => "broker.tls_client_key_file",
+                    };
+                    format!("{key}: {}", p.reason)
+                })
+                .collect()
+        })
+    }
+}
+
+/// The transport of a TLS connection with `tls`'s settings. Shared with the
+/// command-line clients, which know rumqttc too.
+#[cfg(feature = "tls")]
+pub(crate) fn tls_transport(tls: &TlsClient) -> rumqttc::Transport {
+    rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls.rustls_config()))
+}
+
+/// Without the `tls` feature there is no [`TlsClient`] to connect with.
+#[cfg(not(feature = "tls"))]
+pub(crate) fn tls_transport(tls: &TlsClient) -> rumqttc::Transport {
+    match *tls {}
 }
 
 /// One message from the broker, with what a reply and an ack need.
@@ -145,7 +232,27 @@ pub struct Outbound {
 #[derive(Debug, Clone)]
 pub struct Broker {
     client: AsyncClient,
-    connected: Arc<AtomicBool>,
+    link: Arc<Mutex<Link>>,
+}
+
+/// The connection's state, as the event loop last saw it.
+#[derive(Debug, Default)]
+struct Link {
+    connected: bool,
+    /// Why the last attempt failed: what `/health` tells an operator (a
+    /// certificate the CA file does not vouch for, a refused login).
+    last_error: Option<String>,
+}
+
+impl Link {
+    fn set(link: &Mutex<Link>, connected: bool, error: Option<String>) {
+        // A panic while holding the lock leaves two plain fields: still usable.
+        let mut link = link
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        link.connected = connected;
+        link.last_error = error;
+    }
 }
 
 impl Broker {
@@ -177,9 +284,17 @@ impl Broker {
         }
     }
 
-    /// Whether the broker connection is up now.
-    pub fn is_connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
+    /// `Ok` while the broker connection is up; otherwise why it is not.
+    pub fn health(&self) -> Result<(), String> {
+        let link = self
+            .link
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match (&link.last_error, link.connected) {
+            (_, true) => Ok(()),
+            (Some(error), false) => Err(error.clone()),
+            (None, false) => Err("not connected yet".to_owned()),
+        }
     }
 
     /// Asks the broker for a clean disconnect (the session stays).
@@ -212,6 +327,12 @@ pub fn start(
     // Without TCP_NODELAY every reply waits 40+ ms for Nagle's algorithm.
     network.set_tcp_nodelay(true);
     options.set_network_options(network);
+    if config.tls {
+        let tls = config
+            .tls_client()
+            .map_err(|problems| problems.join("; "))?;
+        options.set_transport(tls_transport(&tls));
+    }
 
     let capacity = usize::from(config.inflight_messages_max) + 16;
     let (client, eventloop) = AsyncClient::new(options, capacity);
@@ -223,8 +344,8 @@ pub fn start(
         Duration::from_millis(config.reconnect_backoff_ms_max.max(1)),
     );
     let subscriber = client.clone();
-    let connected = Arc::new(AtomicBool::new(false));
-    let flag = connected.clone();
+    let link = Arc::new(Mutex::new(Link::default()));
+    let state = link.clone();
     let task = tokio::spawn(async move {
         run_event_loop(
             eventloop,
@@ -233,12 +354,12 @@ pub fn start(
             tx,
             backoff,
             &mut shutdown,
-            &flag,
+            &state,
         )
         .await;
-        flag.store(false, Ordering::Relaxed);
+        Link::set(&state, false, Some("stopped".to_owned()));
     });
-    Ok((Broker { client, connected }, rx, task))
+    Ok((Broker { client, link }, rx, task))
 }
 
 async fn run_event_loop(
@@ -248,7 +369,7 @@ async fn run_event_loop(
     tx: mpsc::Sender<Inbound>,
     (backoff_min, backoff_max): (Duration, Duration),
     shutdown: &mut watch::Receiver<bool>,
-    connected: &AtomicBool,
+    link: &Mutex<Link>,
 ) {
     let mut backoff = backoff_min;
     loop {
@@ -269,7 +390,7 @@ async fn run_event_loop(
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff = backoff_min;
-                connected.store(true, Ordering::Relaxed);
+                Link::set(link, true, None);
                 tracing::info!(session_present = ack.session_present, "connected to broker");
                 for topic in topics {
                     if let Err(e) = client.subscribe(*topic, QoS::AtLeastOnce).await {
@@ -288,11 +409,18 @@ async fn run_event_loop(
             }
             Ok(_) => {}
             Err(e) => {
-                connected.store(false, Ordering::Relaxed);
                 if matches!(e, ConnectionError::RequestsDone) {
                     return;
                 }
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "broker connection lost");
+                let retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
+                if needs_operator(&e) {
+                    // Retrying cannot fix a certificate or a login: say so
+                    // loudly, and keep trying in case the broker is fixed.
+                    tracing::error!(error = %e, retry_in_ms, "broker refused the connection");
+                } else {
+                    tracing::warn!(error = %e, retry_in_ms, "broker connection lost");
+                }
+                Link::set(link, false, Some(e.to_string()));
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.changed() => if *shutdown.borrow() { return },
@@ -300,6 +428,23 @@ async fn run_event_loop(
                 backoff = (backoff * 2).min(backoff_max);
             }
         }
+    }
+}
+
+/// Whether `error` is one that only an operator can fix (ERROR), rather
+/// than a broker that is down or restarting (WARN).
+fn needs_operator(error: &ConnectionError) -> bool {
+    match error {
+        ConnectionError::ConnectionRefused(code) => matches!(
+            code,
+            ConnectReturnCode::BadUserNamePassword
+                | ConnectReturnCode::NotAuthorized
+                | ConnectReturnCode::Banned
+                | ConnectReturnCode::BadAuthenticationMethod
+        ),
+        #[cfg(feature = "tls")]
+        ConnectionError::Tls(_) => true,
+        _ => false,
     }
 }
 

@@ -64,7 +64,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             crate::metrics::serve(
                 config.metrics.listen.clone(),
                 shared.metrics.clone(),
-                move || health.is_connected(),
+                move || health.health(),
             )
             .await?,
         )

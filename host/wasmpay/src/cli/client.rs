@@ -7,6 +7,9 @@
 //! Topic, and the only place the broker's ACL lets the login read), and
 //! sends each request with that Response Topic and fresh Correlation Data.
 //! Requests may overlap: replies are matched by their Correlation Data.
+//!
+//! The connection is plain TCP, or TLS with [`TlsFiles`] (the `--tls`
+//! flags), loaded by [`crate::tls`] like the daemon's.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -22,6 +25,8 @@ use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
 use serde_json::Value;
 use tokio::sync::oneshot;
 use wasmpay_protocol::{Principal, TOPIC_PREFIX, reply_topic_for};
+
+use crate::tls::{TlsFiles, TlsSetting};
 
 /// Largest packet accepted from the broker, and so the largest reply: a
 /// page of history is the largest, far below this.
@@ -41,6 +46,8 @@ pub struct Endpoint {
 pub enum ClientError {
     #[error("`{0}` is not host:port (for example 127.0.0.1:1883)")]
     BadAddress(String),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error(
         "cannot reach the MQTT broker at {address}: {reason}. Is the daemon running? Start it with `wasmpay run` (it runs a broker of its own on 127.0.0.1:1883 unless its broker.address names one), or point --broker / WASMPAY_BROKER at your broker"
     )]
@@ -146,6 +153,16 @@ impl Client {
         principal: Principal,
         timeout: Duration,
     ) -> Result<Self, ClientError> {
+        Self::connect_with_tls(endpoint, None, principal, timeout).await
+    }
+
+    /// Like [`Client::connect`], over TLS with `tls`'s files when given.
+    pub async fn connect_with_tls(
+        endpoint: &Endpoint,
+        tls: Option<&TlsFiles>,
+        principal: Principal,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
         let (host, port) = endpoint
             .address
             .rsplit_once(':')
@@ -165,6 +182,16 @@ impl Client {
         network.set_tcp_nodelay(true);
         network.set_connection_timeout(timeout.as_secs().max(1));
         options.set_network_options(network);
+        if let Some(files) = tls {
+            let tls = files.load().map_err(|problems| {
+                let problems: Vec<String> = problems
+                    .into_iter()
+                    .map(|p| format!("{}: {}", flag(p.setting), p.reason))
+                    .collect();
+                ClientError::Tls(problems.join("; "))
+            })?;
+            options.set_transport(crate::mqtt::tls_transport(&tls));
+        }
         let (client, mut eventloop) = AsyncClient::new(options, 1_024);
 
         let reply_topic = format!("{}/cli-{tag}", reply_topic_for(&principal));
@@ -266,6 +293,16 @@ impl Client {
     pub async fn close(self) {
         let _ = self.client.disconnect().await;
         let _ = tokio::time::timeout(Duration::from_millis(500), self.task).await;
+    }
+}
+
+/// The command-line flag of a TLS setting, for error messages.
+fn flag(setting: TlsSetting) -> &'static str {
+    match setting {
+        TlsSetting::Enabled => "--tls",
+        TlsSetting::Ca => "--ca-file",
+        TlsSetting::ClientCert => "--cert-file",
+        TlsSetting::ClientKey => "--key-file",
     }
 }
 

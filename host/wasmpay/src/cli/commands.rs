@@ -14,6 +14,7 @@ use super::client::{Client, ClientError, Endpoint};
 use super::render::{self, Kind};
 use super::tools::parse_pair;
 use super::{EXIT_OK, EXIT_REFUSED, EXIT_TIMEOUT, EXIT_USAGE};
+use crate::tls::TlsFiles;
 
 /// How to reach the broker; every client command takes these.
 #[derive(Debug, Clone, Args)]
@@ -39,6 +40,43 @@ pub struct Conn {
         help_heading = "Connection"
     )]
     pub password: Option<String>,
+    /// Talk TLS to the broker, trusting the platform's CA certificates (or
+    /// --ca-file's).
+    #[arg(
+        long,
+        env = "WASMPAY_TLS",
+        value_parser = clap::builder::FalseyValueParser::new(),
+        help_heading = "Connection"
+    )]
+    pub tls: bool,
+    /// PEM bundle of the CA certificates that may sign the broker's.
+    #[arg(
+        long,
+        env = "WASMPAY_CA_FILE",
+        requires = "tls",
+        value_name = "FILE",
+        help_heading = "Connection"
+    )]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate, for a broker that requires one (with
+    /// --key-file).
+    #[arg(
+        long,
+        env = "WASMPAY_CERT_FILE",
+        requires = "tls",
+        value_name = "FILE",
+        help_heading = "Connection"
+    )]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of --cert-file.
+    #[arg(
+        long,
+        env = "WASMPAY_KEY_FILE",
+        requires = "tls",
+        value_name = "FILE",
+        help_heading = "Connection"
+    )]
+    pub key_file: Option<PathBuf>,
     /// How long to wait for the broker, then for the reply.
     #[arg(
         long,
@@ -60,6 +98,15 @@ impl Conn {
 
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms.max(1))
+    }
+
+    /// The TLS files with `--tls`; `None` is plain TCP.
+    pub fn tls(&self) -> Option<TlsFiles> {
+        self.tls.then(|| TlsFiles {
+            ca: self.ca_file.clone(),
+            client_cert: self.cert_file.clone(),
+            client_key: self.key_file.clone(),
+        })
     }
 }
 
@@ -664,8 +711,13 @@ pub fn run(cmd: Command) -> ExitCode {
     };
     let conn = &common.conn;
     let result = runtime.block_on(async {
-        let client =
-            Client::connect(&conn.endpoint(), prepared.principal.clone(), conn.timeout()).await?;
+        let client = Client::connect_with_tls(
+            &conn.endpoint(),
+            conn.tls().as_ref(),
+            prepared.principal.clone(),
+            conn.timeout(),
+        )
+        .await?;
         let reply = client
             .request(
                 prepared.action,
