@@ -8,65 +8,16 @@
 //! here keeps the profile, the features and the freshness of the test run,
 //! with no nested cargo.
 //!
-//! [`TestBroker`] is Mosquitto or the daemon's embedded broker, as
-//! `WASMPAY_TEST_BROKER` (`mosquitto`, the default, or `embedded`) says, so
-//! that the same flows prove either.
+//! The broker is Mosquitto or the daemon's embedded broker, as
+//! `WASMPAY_TEST_BROKER` says ([`TestBroker`]); the locked-down broker
+//! tests need Mosquitto's password file and ACL, so they always use it.
 
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::oneshot;
-use wasmpay::embedded_broker::EmbeddedBroker;
-use wasmpay_tests::{Mosquitto, V5Client, free_port};
-
-/// The broker of a test: a Mosquitto child, or wasmpay's embedded broker,
-/// by `WASMPAY_TEST_BROKER`. It offers what the flows use of [`Mosquitto`]
-/// (`start`, `address`, `port`), so a test module can switch with one
-/// `use ... as Mosquitto`.
-#[derive(Debug)]
-pub struct TestBroker {
-    pub port: u16,
-    _broker: Either,
-}
-
-/// Kept only to be dropped (which stops the broker) with the test.
-#[derive(Debug)]
-enum Either {
-    Mosquitto { _child: Mosquitto },
-    Embedded { _in_process: EmbeddedBroker },
-}
-
-impl TestBroker {
-    pub fn start() -> Self {
-        match std::env::var("WASMPAY_TEST_BROKER").as_deref() {
-            Ok("embedded") => {
-                let config = wasmpay::Config::default();
-                let broker = EmbeddedBroker::start(([127, 0, 0, 1], 0).into(), &config.broker)
-                    .expect("start the embedded broker");
-                Self {
-                    port: broker.address().port(),
-                    _broker: Either::Embedded {
-                        _in_process: broker,
-                    },
-                }
-            }
-            Ok("mosquitto") | Err(_) => {
-                let broker = Mosquitto::start();
-                Self {
-                    port: broker.port,
-                    _broker: Either::Mosquitto { _child: broker },
-                }
-            }
-            Ok(other) => panic!("WASMPAY_TEST_BROKER={other}: expected embedded or mosquitto"),
-        }
-    }
-
-    /// `host:port` for clients and the daemon.
-    pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
+use wasmpay_tests::{Mosquitto, TestBroker, V5Client, free_port};
 
 /// The daemon in this process against `broker`, on a ledger of its own;
 /// stopped gracefully by [`Host::stop`].

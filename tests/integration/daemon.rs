@@ -1,6 +1,7 @@
-//! The daemon end to end: a real Mosquitto, the real pipeline, a real SQLite
-//! file and real plugin components, driven by v5 and 3.1.1 clients the way
-//! users, merchants and the operator use it.
+//! The daemon end to end: a real broker (Mosquitto, or the embedded one:
+//! [`TestBroker`]), the real pipeline, a real SQLite file and real plugin
+//! components, driven by v5 and 3.1.1 clients the way users, merchants and
+//! the operator use it.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use wasmpay::Config;
-use wasmpay_tests::{Mosquitto, V5Client, V311Client};
+use wasmpay_tests::{TestBroker, V5Client, V311Client};
 
 /// A daemon running in this process against `broker`, stopped on drop
 /// (or explicitly, to wait for a clean exit).
@@ -21,14 +22,14 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub async fn start(broker: &Mosquitto) -> Self {
+    pub async fn start(broker: &TestBroker) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = dir.path().join("wasmpay.db");
         Self::start_on(broker, dir, db, |_| {}).await
     }
 
     pub async fn start_on(
-        broker: &Mosquitto,
+        broker: &TestBroker,
         dir: tempfile::TempDir,
         db: PathBuf,
         tweak: impl FnOnce(&mut Config),
@@ -89,7 +90,7 @@ pub const NOTIFICATIONS: &str = "wasmpay/v1/merchants/m-shop/notifications";
 
 impl World {
     /// Opens EUR accounts for alice and m-shop and deposits 100.00 for alice.
-    pub async fn open(broker: &Mosquitto, tag: &str) -> Self {
+    pub async fn open(broker: &TestBroker, tag: &str) -> Self {
         let address = broker.address();
         let mut admin = V5Client::connect(
             &address,
@@ -185,7 +186,7 @@ impl World {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_flows_work_over_mqtt5_request_response() {
-    let broker = Mosquitto::start();
+    let broker = TestBroker::start();
     let daemon = Daemon::start(&broker).await;
     let mut world = World::open(&broker, "seed").await;
 
@@ -233,7 +234,7 @@ async fn the_seed_flows_work_over_mqtt5_request_response() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mqtt_311_client_gets_replies_on_its_conventional_topic() {
-    let broker = Mosquitto::start();
+    let broker = TestBroker::start();
     let daemon = Daemon::start(&broker).await;
     let _world = World::open(&broker, "v311").await;
     let replies = "wasmpay/v1/users/alice/replies";
@@ -263,7 +264,7 @@ async fn an_mqtt_311_client_gets_replies_on_its_conventional_topic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivered_payment_is_answered_not_applied_twice() {
-    let broker = Mosquitto::start();
+    let broker = TestBroker::start();
     let daemon = Daemon::start(&broker).await;
     let mut world = World::open(&broker, "dup").await;
 
@@ -288,7 +289,7 @@ async fn a_redelivered_payment_is_answered_not_applied_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_answered_with_its_code_and_posts_nothing() {
-    let broker = Mosquitto::start();
+    let broker = TestBroker::start();
     let daemon = Daemon::start(&broker).await;
     let mut world = World::open(&broker, "bad").await;
     let mut watcher = V5Client::connect(
@@ -364,7 +365,7 @@ async fn bad_input_is_answered_with_its_code_and_posts_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_uploaded_plugin_prices_payments_and_a_hot_swap_takes_over() {
-    let broker = Mosquitto::start();
+    let broker = TestBroker::start();
     let daemon = Daemon::start(&broker).await;
     let mut world = World::open(&broker, "plugin").await;
 
@@ -415,7 +416,7 @@ async fn an_uploaded_plugin_prices_payments_and_a_hot_swap_takes_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_plugin_declines_precisely_and_the_host_keeps_serving() {
-    let broker = Mosquitto::start();
+    let broker = TestBroker::start();
     let daemon = Daemon::start(&broker).await;
     let mut world = World::open(&broker, "hostile").await;
 
@@ -465,7 +466,7 @@ async fn a_hostile_plugin_declines_precisely_and_the_host_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_the_money_and_the_active_plugin() {
-    let broker = Mosquitto::start();
+    let broker = TestBroker::start();
     let daemon = Daemon::start(&broker).await;
     let mut world = World::open(&broker, "restart").await;
     let upload = world
@@ -493,7 +494,7 @@ async fn a_restart_keeps_the_money_and_the_active_plugin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn holds_are_captured_once_and_voids_release_the_money() {
-    let broker = Mosquitto::start();
+    let broker = TestBroker::start();
     let daemon = Daemon::start(&broker).await;
     let mut world = World::open(&broker, "holds").await;
 
@@ -548,7 +549,7 @@ async fn holds_are_captured_once_and_voids_release_the_money() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binary_upload_with_mqtt5_user_properties_is_accepted() {
-    let broker = Mosquitto::start();
+    let broker = TestBroker::start();
     let daemon = Daemon::start(&broker).await;
     let mut world = World::open(&broker, "binary").await;
     let reply = world
@@ -570,7 +571,7 @@ async fn a_binary_upload_with_mqtt5_user_properties_is_accepted() {
 
 /// Publishes `count` payments without waiting, each with its own id, and
 /// returns a client that collects their replies on alice's reply topic.
-async fn fire_payments(broker: &Mosquitto, tag: &str, count: usize) -> V311Client {
+async fn fire_payments(broker: &TestBroker, tag: &str, count: usize) -> V311Client {
     let replies = "wasmpay/v1/users/alice/replies";
     let client = V311Client::connect(&broker.address(), &format!("burst-{tag}"), &[replies]).await;
     for i in 0..count {
@@ -587,7 +588,7 @@ async fn fire_payments(broker: &Mosquitto, tag: &str, count: usize) -> V311Clien
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_shutdown_under_load_loses_nothing() {
-    let broker = Mosquitto::start();
+    let broker = TestBroker::start();
     let daemon = Daemon::start(&broker).await;
     let mut world = World::open(&broker, "shutdown").await;
     let count = 200;
@@ -596,15 +597,11 @@ async fn a_graceful_shutdown_under_load_loses_nothing() {
     // the broker's session for the next run.
     let (dir, db) = daemon.stop().await;
     let daemon = Daemon::start_on(&broker, dir, db, |_| {}).await;
-    let mut approved = 0;
-    for i in 0..count {
-        let reply = burst
-            .reply("wasmpay/v1/users/alice/replies", &format!("sd-{i}"))
-            .await;
+    let ids: Vec<String> = (0..count).map(|i| format!("sd-{i}")).collect();
+    let replies = burst.replies("wasmpay/v1/users/alice/replies", &ids).await;
+    for reply in replies.values() {
         assert_eq!(reply["ok"], true, "{reply}");
-        approved += 1;
     }
-    assert_eq!(approved, count);
     // 200 payments of 0.10: each applied exactly once.
     assert_eq!(world.balance("after").await, "80.00");
     daemon.stop().await;
@@ -612,7 +609,7 @@ async fn a_graceful_shutdown_under_load_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_hot_swap_under_traffic_loses_no_decision() {
-    let broker = Mosquitto::start();
+    let broker = TestBroker::start();
     let daemon = Daemon::start(&broker).await;
     let mut world = World::open(&broker, "swap").await;
     let upload = world
@@ -636,10 +633,9 @@ async fn a_plugin_hot_swap_under_traffic_loses_no_decision() {
     assert_eq!(upload["result"]["plugin"]["version"], 2, "{upload}");
 
     let mut charged_minor = 0i64;
-    for i in 0..count {
-        let reply = burst
-            .reply("wasmpay/v1/users/alice/replies", &format!("sw-{i}"))
-            .await;
+    let ids: Vec<String> = (0..count).map(|i| format!("sw-{i}")).collect();
+    let replies = burst.replies("wasmpay/v1/users/alice/replies", &ids).await;
+    for reply in replies.values() {
         assert_eq!(reply["ok"], true, "{reply}");
         // Each decision names the version that made it, and its fee matches.
         let (version, total) = (
@@ -678,7 +674,7 @@ async fn http_get(address: &str, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_outcomes_and_health_follows_the_broker() {
-    let broker = Mosquitto::start();
+    let broker = TestBroker::start();
     let listen = format!("127.0.0.1:{}", wasmpay_tests::free_port());
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("wasmpay.db");
@@ -712,7 +708,7 @@ async fn metrics_count_outcomes_and_health_follows_the_broker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_that_keeps_failing_is_quarantined_until_a_new_version() {
-    let broker = Mosquitto::start();
+    let broker = TestBroker::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("wasmpay.db");
     let daemon = Daemon::start_on(&broker, dir, db, |c| {

@@ -13,6 +13,7 @@ use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use serde_json::Value;
 use tokio::sync::mpsc;
+use wasmpay::embedded_broker::EmbeddedBroker;
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
@@ -114,6 +115,58 @@ impl Drop for Mosquitto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Which broker [`TestBroker::start`] starts: `WASMPAY_TEST_BROKER`.
+pub const TEST_BROKER_ENV: &str = "WASMPAY_TEST_BROKER";
+
+/// The broker of a test that needs no broker-specific setup: a Mosquitto
+/// child (`WASMPAY_TEST_BROKER` unset or `mosquitto`), or wasmpay's own
+/// embedded broker in this process (`embedded`), so that one suite proves
+/// the daemon on either. `scripts/test` runs the suite both ways. It offers
+/// what the flows use of [`Mosquitto`]: `start`, `address`, `port`.
+#[derive(Debug)]
+pub struct TestBroker {
+    pub port: u16,
+    _broker: EitherBroker,
+}
+
+/// Kept only to be dropped (which stops the broker) with the test.
+#[derive(Debug)]
+enum EitherBroker {
+    Mosquitto { _child: Mosquitto },
+    Embedded { _in_process: EmbeddedBroker },
+}
+
+impl TestBroker {
+    pub fn start() -> Self {
+        match std::env::var(TEST_BROKER_ENV).as_deref() {
+            Ok("embedded") => {
+                let config = wasmpay::Config::default();
+                let broker = EmbeddedBroker::start(([127, 0, 0, 1], 0).into(), &config.broker)
+                    .expect("start the embedded broker");
+                Self {
+                    port: broker.address().port(),
+                    _broker: EitherBroker::Embedded {
+                        _in_process: broker,
+                    },
+                }
+            }
+            Ok("mosquitto") | Err(_) => {
+                let broker = Mosquitto::start();
+                Self {
+                    port: broker.port,
+                    _broker: EitherBroker::Mosquitto { _child: broker },
+                }
+            }
+            Ok(other) => panic!("{TEST_BROKER_ENV}={other}: expected embedded or mosquitto"),
+        }
+    }
+
+    /// `host:port` for clients and the daemon.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
     }
 }
 
@@ -300,6 +353,39 @@ impl V311Client {
             .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.into())
             .await
             .expect("publish");
+    }
+
+    /// The replies on `topic` to every one of `ids`, in whatever order they
+    /// come (a broker may redeliver a session's unacked requests in another
+    /// order than it first sent them); later copies of one id are dropped.
+    pub async fn replies(
+        &mut self,
+        topic: &str,
+        ids: &[String],
+    ) -> std::collections::HashMap<String, Value> {
+        let mut wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let mut found = std::collections::HashMap::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !wanted.is_empty() {
+            let Ok(next) = tokio::time::timeout_at(deadline, self.messages.recv()).await else {
+                let mut missing: Vec<&str> = wanted.into_iter().collect();
+                missing.sort_unstable();
+                panic!(
+                    "no reply within 20 s to {} requests: {missing:?}",
+                    missing.len()
+                );
+            };
+            let (t, body) = next.expect("client running");
+            if t != topic {
+                continue;
+            }
+            if let Some(id) = body["id"].as_str()
+                && wanted.remove(id)
+            {
+                found.insert(id.to_owned(), body);
+            }
+        }
+        found
     }
 
     /// The next message on `topic` whose `id` field is `id`.
