@@ -3,14 +3,17 @@
 //!
 //! One snapshot, one ordered pass over the journal and the postings (both
 //! clustered by entry number) checks the hash chain, that every entry
-//! balances, and every posting's running balance; then per-account totals,
-//! overdraft policies, held amounts against open holds, single closing of
-//! each hold, SQLite's own integrity and foreign-key checks.
+//! balances and numbers its postings 0, 1, 2, ..., and every posting's
+//! running balance; then per-account totals, overdraft policies, held
+//! amounts against open holds, single closing of each hold, SQLite's own
+//! integrity and foreign-key checks. A row it cannot read is reported by
+//! entry, never an error that hides the rest.
 
 use std::collections::HashMap;
 use std::fmt;
 
 use rusqlite::Connection;
+use rusqlite::types::ValueRef;
 use serde::Serialize;
 
 use crate::journal::{EntryFields, GENESIS, HashedLeg};
@@ -85,6 +88,13 @@ pub enum Problem {
         head_hash: String,
         last_seq: i64,
         last_hash: String,
+    },
+    /// An entry's postings are not numbered 0, 1, 2, ...: the hash covers
+    /// their order, so their numbers must say nothing else.
+    LegNumbering {
+        seq: i64,
+        expected_leg: i64,
+        found_leg: i64,
     },
     /// An entry's postings do not sum to zero in a currency.
     Unbalanced {
@@ -182,6 +192,14 @@ impl fmt::Display for Problem {
             } => write!(
                 f,
                 "chain head records entry {head_seq} ({head_hash}), but the journal ends at {last_seq} ({last_hash})"
+            ),
+            Self::LegNumbering {
+                seq,
+                expected_leg,
+                found_leg,
+            } => write!(
+                f,
+                "journal entry {seq}: posting numbered {found_leg} where {expected_leg} belongs"
             ),
             Self::Unbalanced { seq, currency, sum } => write!(
                 f,
@@ -298,8 +316,10 @@ fn load_accounts(
     let mut accounts = HashMap::new();
     while let Some(r) = rows.next()? {
         let id: i64 = r.get(0)?;
-        let (kind, owner_id, sub): (String, String, String) = (r.get(1)?, r.get(2)?, r.get(3)?);
-        let currency: String = r.get(4)?;
+        // Lossy: a column that is not UTF-8 text makes no valid owner or
+        // currency, which is reported below, rather than an error.
+        let (kind, owner_id, sub) = (lossy(r, 1)?, lossy(r, 2)?, lossy(r, 3)?);
+        let currency = lossy(r, 4)?;
         let owner = Owner::from_columns(&kind, &owner_id, &sub);
         let parsed = wasmpay_domain::Currency::parse(&currency).ok();
         if owner.is_none() || parsed.is_none() {
@@ -326,6 +346,44 @@ fn load_accounts(
     Ok(accounts)
 }
 
+/// Column `index` as text, invalid UTF-8 replaced (for names in reports).
+fn lossy(r: &rusqlite::Row<'_>, index: usize) -> Result<String, LedgerError> {
+    Ok(match r.get_ref(index)? {
+        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
+            String::from_utf8_lossy(bytes).into_owned()
+        }
+        ValueRef::Null => String::new(),
+        ValueRef::Integer(i) => i.to_string(),
+        ValueRef::Real(f) => f.to_string(),
+    })
+}
+
+/// Column `index` of a journal row as the writer stored it: text (or NULL
+/// where `nullable`). Anything else is named in `unreadable`, so that the
+/// entry is reported rather than the whole check failing.
+fn journal_text(
+    r: &rusqlite::Row<'_>,
+    index: usize,
+    column: &'static str,
+    nullable: bool,
+    unreadable: &mut Vec<&'static str>,
+) -> Result<Option<String>, LedgerError> {
+    Ok(match r.get_ref(index)? {
+        ValueRef::Text(bytes) => match std::str::from_utf8(bytes) {
+            Ok(text) => Some(text.to_owned()),
+            Err(_) => {
+                unreadable.push(column);
+                None
+            }
+        },
+        ValueRef::Null if nullable => None,
+        _ => {
+            unreadable.push(column);
+            None
+        }
+    })
+}
+
 fn hex32(bytes: &[u8]) -> String {
     hex::encode(bytes)
 }
@@ -342,10 +400,11 @@ fn check_journal(
                 prev_hash, hash
          FROM journal ORDER BY seq",
     )?;
-    let mut postings =
-        conn.prepare("SELECT seq, account, amount, balance_after FROM postings ORDER BY seq, leg")?;
+    let mut postings = conn.prepare(
+        "SELECT seq, account, amount, balance_after, leg FROM postings ORDER BY seq, leg",
+    )?;
     let mut posting_rows = postings.query([])?;
-    let mut pending: Option<(i64, i64, i64, i64)> = next_posting(&mut posting_rows)?;
+    let mut pending: Option<Posting> = next_posting(&mut posting_rows)?;
 
     let mut sums: HashMap<i64, i128> = HashMap::new();
     let mut prev_hash: Vec<u8> = GENESIS.to_vec();
@@ -373,10 +432,18 @@ fn check_journal(
         }
         let mut legs = Vec::new();
         let mut by_currency: Vec<(String, i128)> = Vec::new();
-        while let Some((p_seq, account, amount, balance_after)) = pending
+        while let Some((p_seq, account, amount, balance_after, leg)) = pending
             && p_seq == seq
         {
             posting_count += 1;
+            let expected_leg = legs.len() as i64;
+            if leg != expected_leg {
+                problems.push(Problem::LegNumbering {
+                    seq,
+                    expected_leg,
+                    found_leg: leg,
+                });
+            }
             let (name, currency) = accounts.get(&account).map_or_else(
                 || (format!("#{account}"), "???".to_owned()),
                 |a| (a.name.clone(), a.currency.clone()),
@@ -407,7 +474,18 @@ fn check_journal(
                 problems.push(Problem::Unbalanced { seq, currency, sum });
             }
         }
-        let applied: bool = r.get(8)?;
+        // Stored as 0 or 1; SQL elsewhere asks `applied = 1`, so any other
+        // value would read as applied here and as refused there.
+        let applied = match r.get_ref(8)? {
+            ValueRef::Integer(applied @ (0 | 1)) => applied == 1,
+            other => {
+                problems.push(Problem::Unreadable {
+                    table: "journal".into(),
+                    detail: format!("entry {seq}: applied is {}, not 0 or 1", lossy(r, 8)?),
+                });
+                !matches!(other, ValueRef::Integer(0))
+            }
+        };
         if !applied && !legs.is_empty() {
             problems.push(Problem::RefusedWithPostings { seq });
         }
@@ -420,31 +498,44 @@ fn check_journal(
                 found_prev: hex32(&stored_prev),
             });
         }
-        let (op, principal, key): (String, String, String) = (r.get(2)?, r.get(3)?, r.get(4)?);
-        let payment_id: Option<String> = r.get(5)?;
-        let request: String = r.get(6)?;
-        let plugin: Option<String> = r.get(7)?;
-        let outcome: String = r.get(9)?;
-        let computed = EntryFields {
-            seq,
-            at_ms: r.get(1)?,
-            prev_hash: &stored_prev,
-            op: &op,
-            principal: &principal,
-            key: &key,
-            payment_id: payment_id.as_deref(),
-            request: &request,
-            plugin: plugin.as_deref(),
-            applied,
-            outcome: &outcome,
-            legs: &legs,
-        }
-        .hash();
-        if computed[..] != stored_hash[..] {
-            problems.push(Problem::HashMismatch {
+        let mut unreadable = Vec::new();
+        let mut text =
+            |index, column, nullable| journal_text(r, index, column, nullable, &mut unreadable);
+        let op = text(2, "op", false)?;
+        let principal = text(3, "principal", false)?;
+        let key = text(4, "key", false)?;
+        let payment_id = text(5, "payment_id", true)?;
+        let request = text(6, "request", false)?;
+        let plugin = text(7, "plugin", true)?;
+        let outcome = text(9, "outcome", false)?;
+        if unreadable.is_empty() {
+            let computed = EntryFields {
                 seq,
-                stored: hex32(&stored_hash),
-                computed: hex32(&computed),
+                at_ms: r.get(1)?,
+                prev_hash: &stored_prev,
+                op: op.as_deref().unwrap_or_default(),
+                principal: principal.as_deref().unwrap_or_default(),
+                key: key.as_deref().unwrap_or_default(),
+                payment_id: payment_id.as_deref(),
+                request: request.as_deref().unwrap_or_default(),
+                plugin: plugin.as_deref(),
+                applied,
+                outcome: outcome.as_deref().unwrap_or_default(),
+                legs: &legs,
+            }
+            .hash();
+            if computed[..] != stored_hash[..] {
+                problems.push(Problem::HashMismatch {
+                    seq,
+                    stored: hex32(&stored_hash),
+                    computed: hex32(&computed),
+                });
+            }
+        } else {
+            // The writer hashed UTF-8 text: there is nothing to recompute.
+            problems.push(Problem::Unreadable {
+                table: "journal".into(),
+                detail: format!("entry {seq}: {} not UTF-8 text", unreadable.join(", ")),
             });
         }
         prev_hash = stored_hash;
@@ -471,11 +562,12 @@ fn check_journal(
     Ok((entries, posting_count, sums))
 }
 
-fn next_posting(
-    rows: &mut rusqlite::Rows<'_>,
-) -> Result<Option<(i64, i64, i64, i64)>, LedgerError> {
+/// A posting row: entry, account, amount, balance after, leg number.
+type Posting = (i64, i64, i64, i64, i64);
+
+fn next_posting(rows: &mut rusqlite::Rows<'_>) -> Result<Option<Posting>, LedgerError> {
     Ok(match rows.next()? {
-        Some(r) => Some((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        Some(r) => Some((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         None => None,
     })
 }
@@ -540,7 +632,11 @@ fn check_holds(conn: &Connection, problems: &mut Vec<Problem>) -> Result<(), Led
     let mut stmt = conn.prepare(
         "SELECT payment_id, group_concat(seq, ', ') FROM journal
          WHERE applied = 1 AND op IN ('capture', 'void', 'expire_hold')
-         GROUP BY json_extract(request, '$.merchant'), payment_id HAVING count(*) > 1",
+         -- An edited request that is no JSON fails its hash; it must not
+         -- make this query fail too.
+         GROUP BY CASE WHEN json_valid(request) THEN json_extract(request, '$.merchant') END,
+                  payment_id
+         HAVING count(*) > 1",
     )?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {

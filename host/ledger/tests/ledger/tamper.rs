@@ -292,3 +292,62 @@ fn a_request_record_pointing_past_the_journal_is_named() {
         "{report}"
     );
 }
+
+#[test]
+fn a_renumbered_posting_is_named_though_its_order_is_unchanged() {
+    let fx = busy_ledger();
+    // Entry 5 is a payment with three legs, 0 to 2 (payer, shop, platform
+    // fee): numbering the last 7 keeps the order, and so the hash.
+    let report = tampered(&fx, "UPDATE postings SET leg = 7 WHERE seq = 5 AND leg = 2");
+    assert_eq!(
+        report.problems,
+        vec![Problem::LegNumbering {
+            seq: 5,
+            expected_leg: 2,
+            found_leg: 7
+        }],
+        "{report}"
+    );
+}
+
+#[test]
+fn an_applied_flag_other_than_0_or_1_is_named() {
+    let fx = busy_ledger();
+    // `applied = 2` reads as true where a boolean is read, and as refused
+    // where SQL asks `applied = 1`.
+    let report = tampered(
+        &fx,
+        "PRAGMA ignore_check_constraints = ON; UPDATE journal SET applied = 2 WHERE seq = 5",
+    );
+    assert!(
+        has(&report, |p| matches!(
+            p,
+            Problem::Unreadable { table, detail } if table == "journal" && detail.contains("entry 5")
+        )),
+        "{report}"
+    );
+}
+
+#[test]
+fn journal_text_that_is_not_utf8_is_named_by_entry_not_an_error() {
+    let fx = busy_ledger();
+    let report = tampered(
+        &fx,
+        "UPDATE journal SET outcome = CAST(X'7B22FF7D' AS TEXT) WHERE seq = 6;
+         UPDATE journal SET op = 'capture', request = '{' WHERE seq = 7",
+    );
+    assert!(
+        has(&report, |p| matches!(
+            p,
+            Problem::Unreadable { detail, .. } if detail == "entry 6: outcome not UTF-8 text"
+        )),
+        "{report}"
+    );
+    assert!(
+        has(&report, |p| matches!(
+            p,
+            Problem::HashMismatch { seq: 7, .. }
+        )),
+        "{report}"
+    );
+}
