@@ -6,3 +6,4 @@ mod broker_acl;
 mod chaos;
 mod cli;
 mod daemon;
+mod tls;
