@@ -10,3 +10,4 @@ mod plugins;
 mod storage;
 mod support;
 mod tamper;
+mod tamper_sweep;
