@@ -287,6 +287,12 @@ fn classify(mut segments: Vec<&Segment>, error: &serde_json::Error) -> Rejection
     let location = format!(" at line {} column {}", error.line(), error.column());
     let full = error.to_string();
     let message = full.strip_suffix(&location).unwrap_or(&full);
+    if message == NUMBER_OUT_OF_RANGE
+        && let Some(Segment::Map { key }) = segments.last()
+    {
+        let is_amount = segments.len() == 1 && AMOUNT_FIELDS.contains(&key.as_str());
+        return number_out_of_range(&path_text(&segments), is_amount);
+    }
     if !matches!(error.classify(), Category::Data) {
         return Rejection::new(
             ErrorCode::InvalidJson,
@@ -320,6 +326,34 @@ fn classify(mut segments: Vec<&Segment>, error: &serde_json::Error) -> Rejection
         Rejection::new(code, message)
     } else {
         Rejection::new(code, format!("field `{path}`: {message}"))
+    }
+}
+
+/// serde_json's message for a number no `f64` holds (`1e400`). The JSON is
+/// well-formed (RFC 8259 leaves number range to implementations), so this is
+/// the field's value refused, not the payload's syntax.
+const NUMBER_OUT_OF_RANGE: &str = "number out of range";
+
+/// The payload fields (all top-level) that hold a [`WireAmount`]: a JSON
+/// number there, however large, is an amount sent as a number.
+const AMOUNT_FIELDS: [&str; 2] = ["amount", "overdraft_limit"];
+
+/// A number beyond any float in field `path`: `invalid_amount` where an
+/// amount belongs, as for any JSON number there, else `wrong_type`, as for
+/// a float where a whole number or a string belongs.
+fn number_out_of_range(path: &str, is_amount: bool) -> Rejection {
+    if is_amount {
+        Rejection::new(
+            ErrorCode::InvalidAmount,
+            format!(
+                "field `{path}`: got a JSON number too large for any float; send amounts as decimal strings like \"12.50\", because JSON numbers are binary floats that lose money"
+            ),
+        )
+    } else {
+        Rejection::new(
+            ErrorCode::WrongType,
+            format!("field `{path}`: got a JSON number too large for any float"),
+        )
     }
 }
 
