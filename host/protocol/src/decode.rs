@@ -610,13 +610,7 @@ fn money(field: &str, amount: &WireAmount, currency: Currency) -> Result<Money, 
     };
     Money::parse(text, currency).map_err(|error| match error {
         MoneyError::ExcessPrecision { exponent, .. } => excess_precision(exponent),
-        // `Money::parse` refuses digit strings longer than any i64 before
-        // looking at their value; for a well-formed decimal that is an
-        // overflow (or excess precision), not a malformed amount.
-        MoneyError::InvalidAmount(_) if plain_decimal(text).is_some_and(|decimals| decimals > currency.exponent() as usize) => {
-            excess_precision(currency.exponent())
-        }
-        MoneyError::Overflow { .. } | MoneyError::InvalidAmount(_) if plain_decimal(text).is_some() => Rejection::new(
+        MoneyError::Overflow { .. } => Rejection::new(
             ErrorCode::AmountOverflow,
             format!(
                 "field `{field}`: {shown_text} is too large for {currency} (at most {})",
@@ -630,18 +624,6 @@ fn money(field: &str, amount: &WireAmount, currency: Currency) -> Result<Money, 
             ),
         ),
     })
-}
-
-/// The number of decimals of a plain decimal (`-12.50` has 2), or `None`
-/// if `text` is not one.
-fn plain_decimal(text: &str) -> Option<usize> {
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let unsigned = text.strip_prefix('-').unwrap_or(text);
-    match unsigned.split_once('.') {
-        Some((whole, fraction)) if digits(whole) && digits(fraction) => Some(fraction.len()),
-        None if digits(unsigned) => Some(0),
-        _ => None,
-    }
 }
 
 fn positive(field: &str, amount: Money) -> Result<Money, Rejection> {
