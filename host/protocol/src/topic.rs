@@ -317,6 +317,7 @@ mod tests {
             "wasmpay/v1/merchants/shop/notifications",
             "wasmpay/v1/users/alice/replies/+",
             "wasmpay/v1/users/alice/replies/#",
+            "wasmpay/v1/users/alice/replies/\0",
             "",
         ] {
             assert!(!response_topic_allowed(&alice, refused), "{refused}");
@@ -368,6 +369,12 @@ mod tests {
             "wasmpay/v1/users//pay",
             "wasmpay/v1/users/al ice/pay",
             "wasmpay/v1/merchants/caf\u{e9}/refund",
+            // No broker should carry these (MQTT forbids wildcards and NUL
+            // in a topic name), but none is trusted to.
+            "wasmpay/v1/users/+/pay",
+            "wasmpay/v1/users/#/pay",
+            "wasmpay/v1/merchants/m-shop\0/refund",
+            "wasmpay/v1/users/alice\u{200f}/pay",
         ] {
             let rejection = route(topic).unwrap_err();
             assert_eq!(rejection.code, ErrorCode::InvalidId, "{topic}");
