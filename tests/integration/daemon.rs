@@ -711,10 +711,20 @@ async fn a_plugin_that_keeps_failing_is_quarantined_until_a_new_version() {
     let broker = TestBroker::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("wasmpay.db");
-    let daemon = Daemon::start_on(&broker, dir, db, |c| {
+    let listen = format!("127.0.0.1:{}", wasmpay_tests::free_port());
+    let metrics_listen = listen.clone();
+    let daemon = Daemon::start_on(&broker, dir, db, move |c| {
         c.pipeline.plugin_failures_quarantine_max = 3;
+        c.metrics.listen = metrics_listen;
     })
     .await;
+    let quarantined = async || {
+        let metrics = http_get(&listen, "/metrics").await;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("wasmpay_plugins_quarantined "))
+            .map(str::to_owned)
+    };
     let mut world = World::open(&broker, "quarantine").await;
     let upload = world
         .upload("q-up", wasmpay_plugin_artifacts::HOSTILE_LOOP, json!({}))
@@ -738,10 +748,13 @@ async fn a_plugin_that_keeps_failing_is_quarantined_until_a_new_version() {
             json!("plugin_quarantined"),
         ]
     );
+    // The operator's alert: a gauge of quarantined merchants.
+    assert_eq!(quarantined().await.as_deref(), Some("1"));
     let upload = world
         .upload("q-fix", wasmpay_plugin_artifacts::FEE, json!({}))
         .await;
     assert_eq!(upload["ok"], true, "{upload}");
     assert_eq!(world.pay("q-ok", "1.00").await["ok"], true);
+    assert_eq!(quarantined().await.as_deref(), Some("0"));
     daemon.stop().await;
 }

@@ -77,14 +77,29 @@ impl Quarantine {
                 .is_some_and(|(version, count)| version == plugin && *count >= self.failures_max)
     }
 
-    /// Records a call's result for `plugin`.
-    fn record(&self, merchant: &MerchantId, plugin: &wasmpay_domain::PluginRef, failed: bool) {
+    /// Records a call's result for `plugin`, and keeps the count of
+    /// quarantined merchants in `metrics` (the operator's alert).
+    fn record(
+        &self,
+        merchant: &MerchantId,
+        plugin: &wasmpay_domain::PluginRef,
+        failed: bool,
+        metrics: &Metrics,
+    ) {
         if self.failures_max == 0 {
             return;
         }
         let mut failures = self.lock();
+        let quarantined = |failures: &std::collections::HashMap<_, (_, u32)>| {
+            failures
+                .values()
+                .filter(|(_, count)| *count >= self.failures_max)
+                .count()
+        };
         if !failed {
-            failures.remove(merchant);
+            if failures.remove(merchant).is_some() {
+                metrics.quarantined(quarantined(&failures));
+            }
             return;
         }
         let entry = failures
@@ -94,8 +109,10 @@ impl Quarantine {
             *entry = (plugin.clone(), 0);
         }
         entry.1 += 1;
-        if entry.1 == self.failures_max {
-            tracing::error!(%merchant, version = plugin.version, sha256 = %plugin.sha256, failures = entry.1, "plugin quarantined after consecutive failures; its payments are declined until the merchant uploads or activates a version");
+        let count = entry.1;
+        metrics.quarantined(quarantined(&failures));
+        if count == self.failures_max {
+            tracing::error!(%merchant, version = plugin.version, sha256 = %plugin.sha256, failures = count, "plugin quarantined after consecutive failures; its payments are declined until the merchant uploads or activates a version");
         }
     }
 }
@@ -563,7 +580,9 @@ async fn decide_payment(
     let decided = decide_from(shared, pay, call, plugin_ref.clone());
     let failed = trapped
         || matches!(&decided, PaymentDecided::Declined { decline, .. } if decline.code.as_str() == "quote_invalid");
-    shared.quarantine.record(&pay.merchant, &plugin_ref, failed);
+    shared
+        .quarantine
+        .record(&pay.merchant, &plugin_ref, failed, &shared.metrics);
     decided
 }
 

@@ -45,6 +45,7 @@ pub struct Metrics {
     ledger_commit_seconds: Histogram,
     reply_latency_seconds: Histogram,
     inflight_messages: Gauge,
+    plugins_quarantined: Gauge,
 }
 
 impl Default for Metrics {
@@ -61,6 +62,7 @@ impl Default for Metrics {
         let ledger_commit_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 15));
         let reply_latency_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 15));
         let inflight_messages = Gauge::default();
+        let plugins_quarantined = Gauge::default();
         registry.register(
             "messages",
             "Requests handled, by command and outcome (ok or the error code)",
@@ -101,6 +103,11 @@ impl Default for Metrics {
             "Messages taken from the broker and not yet handed to the writer",
             inflight_messages.clone(),
         );
+        registry.register(
+            "plugins_quarantined",
+            "Merchants whose plugin is quarantined after consecutive failures (alert on > 0); a new version clears it at the merchant's next payment",
+            plugins_quarantined.clone(),
+        );
         Self {
             registry,
             messages,
@@ -111,6 +118,7 @@ impl Default for Metrics {
             ledger_commit_seconds,
             reply_latency_seconds,
             inflight_messages,
+            plugins_quarantined,
         }
     }
 }
@@ -146,6 +154,11 @@ impl Metrics {
     pub fn inflight(&self, count: usize) {
         self.inflight_messages
             .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    pub fn quarantined(&self, merchants: usize) {
+        self.plugins_quarantined
+            .set(i64::try_from(merchants).unwrap_or(i64::MAX));
     }
 
     /// The Prometheus text exposition of every metric.
