@@ -2,6 +2,7 @@
 //! real wasm components built from `plugins/`. One binary, one module per
 //! concern.
 
+mod bad_input;
 mod broker_acl;
 mod chaos;
 mod cli;
