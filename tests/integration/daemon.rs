@@ -696,6 +696,9 @@ async fn metrics_count_outcomes_and_health_follows_the_broker() {
         r#"wasmpay_messages_total{command="pay",outcome="insufficient_funds"} 1"#,
         "wasmpay_ledger_commit_seconds_count",
         "wasmpay_reply_latency_seconds_count",
+        // Subscribed with No Local: the payment's notification and the
+        // replies on `.../replies` are not sent back to the host.
+        "wasmpay_echoes_total 0",
     ] {
         assert!(metrics.contains(line), "{line} missing from\n{metrics}");
     }

@@ -251,7 +251,10 @@ pub async fn prepare(shared: &Arc<Shared>, message: &Inbound) -> Prepared {
         &shared.decode_limits,
     ) {
         Decoded::Request(request) => request,
-        Decoded::Ignore => return Prepared::Answer(Vec::new()),
+        Decoded::Ignore => {
+            shared.metrics.echo();
+            return Prepared::Answer(Vec::new());
+        }
         Decoded::Invalid(rejection) => {
             shared.metrics.message("invalid", rejection.code.as_str());
             shared.metrics.dead_letter();

@@ -39,6 +39,7 @@ pub struct Metrics {
     registry: Registry,
     messages: Family<MessageLabels, Counter>,
     dead_letters: Counter,
+    echoes: Counter,
     plugin_fuel: Histogram,
     plugin_call_seconds: Histogram,
     ledger_batch_ops: Histogram,
@@ -53,6 +54,7 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("wasmpay");
         let messages = Family::<MessageLabels, Counter>::default();
         let dead_letters = Counter::default();
+        let echoes = Counter::default();
         // 1k to 16M fuel: the examples use ~10-30k; the default limit is 11M.
         let plugin_fuel = Histogram::new(exponential_buckets(1_000.0, 2.0, 15));
         // 10 µs to ~0.3 s.
@@ -72,6 +74,11 @@ impl Default for Metrics {
             "dead_letters",
             "Messages that could not be decoded, published to the dead-letter topic",
             dead_letters.clone(),
+        );
+        registry.register(
+            "echoes",
+            "The host's own replies and notifications that the broker sent back to it, and it dropped (0 with a broker that honours MQTT 5 No Local)",
+            echoes.clone(),
         );
         registry.register(
             "plugin_fuel",
@@ -112,6 +119,7 @@ impl Default for Metrics {
             registry,
             messages,
             dead_letters,
+            echoes,
             plugin_fuel,
             plugin_call_seconds,
             ledger_batch_ops,
@@ -135,6 +143,10 @@ impl Metrics {
 
     pub fn dead_letter(&self) {
         self.dead_letters.inc();
+    }
+
+    pub fn echo(&self) {
+        self.echoes.inc();
     }
 
     pub fn plugin_call(&self, fuel: u64, elapsed: Duration) {

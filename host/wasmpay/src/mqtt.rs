@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet, Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Filter, Packet, Publish, PublishProperties};
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
@@ -392,10 +392,17 @@ async fn run_event_loop(
                 backoff = backoff_min;
                 Link::set(link, true, None);
                 tracing::info!(session_present = ack.session_present, "connected to broker");
-                for topic in topics {
-                    if let Err(e) = client.subscribe(*topic, QoS::AtLeastOnce).await {
-                        tracing::error!(%topic, error = %e, "subscribe failed");
-                    }
+                // No Local: the request topics' wildcards also match the
+                // host's own replies and notifications, which the broker
+                // would otherwise send back to it, each a wasted delivery,
+                // decode and ack.
+                let filters = topics.iter().map(|topic| {
+                    let mut filter = Filter::new(*topic, QoS::AtLeastOnce);
+                    filter.nolocal = true;
+                    filter
+                });
+                if let Err(e) = client.subscribe_many(filters).await {
+                    tracing::error!(?topics, error = %e, "subscribe failed");
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
