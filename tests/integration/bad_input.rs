@@ -1,6 +1,6 @@
 //! The bad-input corpus (`tests/corpus/bad-input/`, one file per case, its
-//! format in the README there) sent through a real Mosquitto to the real
-//! daemon: every case is answered with exactly its code (or dead-lettered,
+//! format in the README there) sent through a real broker (Mosquitto, or
+//! the embedded one: `TestBroker`) to the real daemon: every case is answered with exactly its code (or dead-lettered,
 //! or left unanswered, as the case says), the daemon publishes nothing
 //! else, keeps serving, and the ledger neither posts nor changes a balance.
 
@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use wasmpay_domain::{MerchantId, UserId};
 use wasmpay_ledger::{Balances, Owner, Reader, VerifyReport};
 use wasmpay_protocol::{DEAD_LETTER_TOPIC, ErrorCode};
-use wasmpay_tests::{Mosquitto, V311Client};
+use wasmpay_tests::{TestBroker, V311Client};
 
 /// The longest wait for one answer. Every answer takes milliseconds; this
 /// only bounds how long a missing one stalls the run.
@@ -481,7 +481,7 @@ struct Host {
 }
 
 impl Host {
-    fn start(broker: &Mosquitto) -> Self {
+    fn start(broker: &TestBroker) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = dir.path().join("wasmpay.db");
         let mut config = wasmpay::Config::default();
@@ -707,7 +707,7 @@ fn known_defect_replay_notifies_again(message: &Seen, replays: &BTreeSet<String>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_input_case_is_answered_with_its_code_and_nothing_is_posted() {
     let cases = load_corpus();
-    let broker = Mosquitto::start();
+    let broker = TestBroker::start();
     let mut host = Host::start(&broker);
     let mut observer = Observer::connect(&broker.address()).await;
     let v311 = V311Client::connect(&broker.address(), "bad-input-v311", &[]).await;
