@@ -1,6 +1,7 @@
-//! Crash test: a child process (this test binary, re-run on one ignored
-//! test) applies batches and prints each batch number after its commit; the
-//! parent kills it with SIGKILL at random moments, many times. After each
+//! Crash test: a child process (this test binary, re-run on this same test
+//! with the ledger's path in its environment) applies batches and prints
+//! each batch number after its commit; the parent kills it with SIGKILL at
+//! random moments, many times. After each
 //! kill the file must open, verify clean, and hold every reported batch
 //! exactly once, and every other batch entirely or not at all.
 
@@ -56,20 +57,17 @@ fn ops_present(ledger: &Ledger, b: u64) -> usize {
         .count()
 }
 
-#[test]
-#[ignore = "the child process of the crash test; run by it, not by hand"]
-fn crash_child_applies_batches_until_killed() {
-    let Ok(path) = std::env::var(PATH_VAR) else {
-        return;
-    };
+/// The child's work: applies batches from `START_VAR` on until killed.
+fn apply_batches_until_killed(path: &str) -> ! {
     let start: u64 = std::env::var(START_VAR).unwrap().parse().unwrap();
-    let mut ledger = Ledger::open(Path::new(&path), LedgerOptions::default()).unwrap();
+    let mut ledger = Ledger::open(Path::new(path), LedgerOptions::default()).unwrap();
     for b in start.. {
         let results = ledger.apply_batch(batch_ops(b)).unwrap();
         assert!(results.iter().all(|r| r.receipt().is_some()));
         // Printed only after the commit returned: the parent may rely on it.
         println!("committed {b}");
     }
+    unreachable!("batch numbers ran out")
 }
 
 /// A small deterministic generator; the seed is printed for reruns.
@@ -86,6 +84,10 @@ impl Rng {
 
 #[test]
 fn batches_survive_sigkill_whole_or_not_at_all_and_reported_ones_exactly_once() {
+    // Run as the child, by the parent below.
+    if let Ok(path) = std::env::var(PATH_VAR) {
+        apply_batches_until_killed(&path);
+    }
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -106,9 +108,8 @@ fn batches_survive_sigkill_whole_or_not_at_all_and_reported_ones_exactly_once() 
     for kill in 0..KILLS {
         let mut child = Command::new(&exe)
             .args([
-                "crash::crash_child_applies_batches_until_killed",
+                "crash::batches_survive_sigkill_whole_or_not_at_all_and_reported_ones_exactly_once",
                 "--exact",
-                "--ignored",
                 "--nocapture",
                 "--test-threads=1",
             ])
