@@ -679,8 +679,7 @@ fn unexpected_publishes(
         if expected {
             continue;
         }
-        if known_defect_replay_notifies_again(message, &replays) {
-            println!("known defect: a replay notified again: {}", message.body);
+        if is_replayed_notification(message, &replays) {
             continue;
         }
         unexpected.push(format!(
@@ -691,14 +690,14 @@ fn unexpected_publishes(
     unexpected
 }
 
-/// A known defect, open until fixed in `host/wasmpay` (then delete this): a
-/// request answered from its stored outcome (same id, same parameters)
-/// publishes the merchant's payment notification again, stamped with the
-/// retry's time, because `replies::for_op` does not look at
-/// `OpResult::Done { replayed }`. PROTOCOL.md says notifications are
-/// published once per event. Tolerated for exactly those replays.
-fn known_defect_replay_notifies_again(message: &Seen, replays: &BTreeSet<String>) -> bool {
+/// A request answered from its stored outcome (same id, same parameters)
+/// notifies its merchant again: notifications are at least once, because
+/// the first may have been lost with a crash between the commit and its
+/// publish. The copy must say it is one (`replayed`), so that the merchant
+/// can drop it.
+fn is_replayed_notification(message: &Seen, replays: &BTreeSet<String>) -> bool {
     message.topic.ends_with("/notifications")
+        && message.body["replayed"] == true
         && message.body["request_id"]
             .as_str()
             .is_some_and(|id| replays.contains(id))

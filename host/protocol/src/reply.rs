@@ -449,6 +449,12 @@ pub struct Notification {
     pub request_id: RequestId,
     /// When it was committed, milliseconds since the Unix epoch.
     pub at_ms: i64,
+    /// Sent again for a request answered from its stored outcome (a
+    /// redelivery after a crash, a client's retry): notifications are at
+    /// least once, so a merchant dedupes by `request_id` and `event`.
+    /// Omitted when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
     #[serde(flatten)]
     pub event: NotificationEvent,
 }

@@ -37,6 +37,7 @@ pub fn for_op(reader: &Reader, ready: &Ready, op: &Op, result: &OpResult) -> Vec
         }
         OpResult::Done { outcome, .. } => outcome,
     };
+    let replayed = result.is_replayed();
     let mut out = Vec::with_capacity(2);
     match outcome {
         Outcome::Refused(refusal) => {
@@ -63,10 +64,12 @@ pub fn for_op(reader: &Reader, ready: &Ready, op: &Op, result: &OpResult) -> Vec
                 },
             ) = (declined_payment(op, refusal), &op.kind)
             {
+                // A refusal stores no time: a replay's is the retry's.
                 out.push(notify(
                     ready,
                     op,
                     payer,
+                    (op.at_ms, replayed),
                     NotificationEvent::Payment {
                         payment,
                         memo: memo.clone(),
@@ -83,7 +86,7 @@ pub fn for_op(reader: &Reader, ready: &Ready, op: &Op, result: &OpResult) -> Vec
             let (payload, event) = applied(op, &receipt.effect, payment.as_ref());
             out.push(ready.reply.send(encode_ok(id, &payload)));
             if let Some((payer, event)) = event {
-                out.push(notify(ready, op, &payer, event));
+                out.push(notify(ready, op, &payer, (receipt.at_ms, replayed), event));
             }
         }
     }
@@ -102,10 +105,13 @@ fn merchant_of(op: &Op) -> Option<wasmpay_domain::MerchantId> {
     }
 }
 
+/// The merchant's notification of `event`, committed at `at_ms`; `replayed`
+/// when the request was answered from its stored outcome.
 fn notify(
     ready: &Ready,
     op: &Op,
     payer: &wasmpay_domain::UserId,
+    (at_ms, replayed): (i64, bool),
     event: NotificationEvent,
 ) -> Outbound {
     // Only operations on a merchant's payments notify.
@@ -114,7 +120,8 @@ fn notify(
         merchant: merchant.clone(),
         payer: payer.clone(),
         request_id: ready.request.id.clone(),
-        at_ms: op.at_ms,
+        at_ms,
+        replayed,
         event,
     };
     Outbound {

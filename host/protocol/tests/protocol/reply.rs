@@ -178,6 +178,7 @@ fn notifications_are_tagged_by_event_and_round_trip() {
         payer: UserId::new("alice").unwrap(),
         request_id: RequestId::new("r-1").unwrap(),
         at_ms: 1_700_000_000_000,
+        replayed: false,
         event: NotificationEvent::Payment {
             payment: approved_payment(),
             memo: Some("flat white".into()),
