@@ -174,14 +174,35 @@ async fn a_shell_user_opens_accounts_deposits_pays_and_reads_the_balance() {
 
     let run = wasmpay(&b, &["history", "--user", "alice"]).await;
     let out = &expect(&run, 0).stdout;
+    // Newest first: the payment, to whom and why, then the deposit.
+    let payment = out.lines().position(|l| l.contains("-4.20 EUR"));
+    let deposit = out.lines().position(|l| l.contains("100.00 EUR"));
+    assert!(payment.is_some() && payment < deposit, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("-4.20 EUR"))
+        .unwrap_or_default();
     assert!(
-        out.contains("payment") && out.contains("-4.20 EUR"),
+        line.contains("payment") && line.contains("m-shop") && line.contains("flat white"),
         "{out}"
     );
     assert!(
         out.contains("deposit") && out.contains("100.00 EUR"),
         "{out}"
     );
+    // The merchant sees who paid, with the memo, but not the payer's
+    // request id.
+    let run = wasmpay(&b, &["history", "--merchant", "m-shop", "--json"]).await;
+    let reply: Value = serde_json::from_str(&expect(&run, 0).stdout).expect("JSON");
+    let entry = &reply["result"]["entries"][0];
+    assert_eq!(
+        entry["counterparty"],
+        serde_json::json!({"user": "alice"}),
+        "{reply}"
+    );
+    assert_eq!(entry["memo"], "flat white", "{reply}");
+    assert_eq!(entry["amount"]["amount"], "4.20", "{reply}");
+    assert!(entry.get("request_id").is_none(), "{reply}");
 
     let run = wasmpay(&b, &["status"]).await;
     assert!(

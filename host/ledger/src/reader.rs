@@ -23,8 +23,8 @@ pub struct Reader {
     conn: Connection,
 }
 
-/// One page of a listing, oldest first. Pass `next_after` back as `after`
-/// for the next page; `None` means this was the last.
+/// One page of a listing, newest first. Pass `next_after` back as `after`
+/// for the next (older) page; `None` means this was the last.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Page<T> {
     pub items: Vec<T>,
@@ -43,25 +43,39 @@ pub struct HistoryEntry {
     pub amount: Money,
     pub balance_after: Money,
     pub payment_id: Option<PaymentId>,
+    /// The id of the request that caused it, as its sender chose it.
+    pub request_id: String,
+    /// Who sent that request: `user:alice`, `merchant:m-shop` or `admin`.
+    pub principal: String,
+    /// The merchant of a payment operation (payment, hold, capture, void,
+    /// refund, payout).
+    pub merchant: Option<MerchantId>,
+    /// The payer of a payment operation.
+    pub payer: Option<UserId>,
+    /// The payer's memo of a payment or hold, or a refund's reason.
+    pub memo: Option<String>,
 }
 
 impl fmt::Display for Page<HistoryEntry> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{:>8}  {:>13}  {:<12}  {:>20}  {:>20}  payment",
-            "seq", "at_ms", "op", "amount", "balance after"
+            "{:>8}  {:>13}  {:<12}  {:>20}  {:>20}  {:<28}  {:<16}  {:<16}  memo",
+            "seq", "at_ms", "op", "amount", "balance after", "payment", "merchant", "payer"
         )?;
         for e in &self.items {
             writeln!(
                 f,
-                "{:>8}  {:>13}  {:<12}  {:>20}  {:>20}  {}",
+                "{:>8}  {:>13}  {:<12}  {:>20}  {:>20}  {:<28}  {:<16}  {:<16}  {}",
                 e.seq,
                 e.at_ms,
                 e.op,
                 e.amount.to_string(),
                 e.balance_after.to_string(),
-                e.payment_id.as_ref().map_or("-", PaymentId::as_str)
+                e.payment_id.as_ref().map_or("-", PaymentId::as_str),
+                e.merchant.as_ref().map_or("-", MerchantId::as_str),
+                e.payer.as_ref().map_or("-", UserId::as_str),
+                e.memo.as_deref().unwrap_or("-"),
             )?;
         }
         match self.next_after {
@@ -189,9 +203,16 @@ fn merchant_exists(conn: &Connection, merchant: &MerchantId) -> Result<bool, Led
     Ok(stmt.exists(params![merchant.as_str()])?)
 }
 
-const HISTORY_SQL: &str = "SELECT p.seq, p.amount, p.balance_after, j.at_ms, j.op, j.payment_id
+/// The postings of one account older than `?2`, newest first, each with its
+/// journal entry and, for a payment operation, the payment's payer (capture,
+/// void and refund requests name only the merchant and the payment).
+const HISTORY_SQL: &str = "SELECT p.seq, p.amount, p.balance_after, j.at_ms, j.op, j.payment_id,
+            j.key, j.principal, json_extract(j.request, '$.merchant'), py.payer,
+            coalesce(json_extract(j.request, '$.memo'), json_extract(j.request, '$.reason'))
      FROM postings p JOIN journal j ON j.seq = p.seq
-     WHERE p.account = ?1 AND p.seq > ?2 ORDER BY p.seq LIMIT ?3";
+     LEFT JOIN payments py
+       ON py.merchant = json_extract(j.request, '$.merchant') AND py.payment_id = j.payment_id
+     WHERE p.account = ?1 AND p.seq < ?2 ORDER BY p.seq DESC LIMIT ?3";
 
 const PAYER_ACTIVITY_SQL: &str = "SELECT count(*),
             coalesce(sum(CASE status WHEN 'captured' THEN captured ELSE authorized END), 0)
@@ -199,9 +220,10 @@ const PAYER_ACTIVITY_SQL: &str = "SELECT count(*),
      WHERE merchant = ?1 AND payer = ?2 AND currency = ?3 AND created_at_ms >= ?4
        AND status IN ('held', 'captured')";
 
-/// Postings of every account of `owner` with `seq > after`, oldest first.
-/// An owner has one account per currency and an entry posts to an account at
-/// most once, so the entry's `seq` is a sound cursor.
+/// Postings of every account of `owner` with `seq < after` (all of them
+/// when `after` is `None`), newest first. An owner has one account per
+/// currency and an entry posts to an account at most once, so the entry's
+/// `seq` is a sound cursor.
 fn history(
     conn: &Connection,
     owner: &Owner,
@@ -209,39 +231,57 @@ fn history(
     limit: u32,
 ) -> Result<Page<HistoryEntry>, LedgerError> {
     let limit = limit.clamp(1, HISTORY_PAGE_MAX) as usize;
-    let after = after.unwrap_or(0);
+    let before = after.unwrap_or(i64::MAX);
     let mut stmt = conn.prepare_cached(HISTORY_SQL)?;
     // One ordered index range per account (there are few), merged here: a
     // single query over all of them would sort the owner's whole history.
     let mut items = Vec::new();
     for account in accounts::all_of(conn, owner)? {
-        let rows = stmt.query_map(params![account.id, after, limit as i64 + 1], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, Option<String>>(5)?,
-            ))
+        let rows = stmt.query_map(params![account.id, before, limit as i64 + 1], |r| {
+            Ok(Row {
+                seq: r.get(0)?,
+                amount: r.get(1)?,
+                balance_after: r.get(2)?,
+                at_ms: r.get(3)?,
+                op: r.get(4)?,
+                payment_id: r.get(5)?,
+                request_id: r.get(6)?,
+                principal: r.get(7)?,
+                merchant: r.get(8)?,
+                payer: r.get(9)?,
+                memo: r.get(10)?,
+            })
         })?;
         for row in rows {
-            let (seq, amount, balance_after, at_ms, op, payment_id) = row?;
-            let payment_id = payment_id
-                .map(PaymentId::new)
-                .transpose()
-                .map_err(LedgerError::corrupt)?;
+            let row = row?;
             items.push(HistoryEntry {
-                seq,
-                at_ms,
-                op,
-                amount: Money::from_minor(amount, account.currency),
-                balance_after: Money::from_minor(balance_after, account.currency),
-                payment_id,
+                seq: row.seq,
+                at_ms: row.at_ms,
+                op: row.op,
+                amount: Money::from_minor(row.amount, account.currency),
+                balance_after: Money::from_minor(row.balance_after, account.currency),
+                payment_id: row
+                    .payment_id
+                    .map(PaymentId::new)
+                    .transpose()
+                    .map_err(LedgerError::corrupt)?,
+                request_id: row.request_id,
+                principal: row.principal,
+                merchant: row
+                    .merchant
+                    .map(MerchantId::new)
+                    .transpose()
+                    .map_err(LedgerError::corrupt)?,
+                payer: row
+                    .payer
+                    .map(UserId::new)
+                    .transpose()
+                    .map_err(LedgerError::corrupt)?,
+                memo: row.memo,
             });
         }
     }
-    items.sort_by_key(|e| e.seq);
+    items.sort_by_key(|e| std::cmp::Reverse(e.seq));
     let next_after = if items.len() > limit {
         items.truncate(limit);
         items.last().map(|e| e.seq)
@@ -249,6 +289,21 @@ fn history(
         None
     };
     Ok(Page { items, next_after })
+}
+
+/// One row of [`HISTORY_SQL`], as stored.
+struct Row {
+    seq: i64,
+    amount: i64,
+    balance_after: i64,
+    at_ms: i64,
+    op: String,
+    payment_id: Option<String>,
+    request_id: String,
+    principal: String,
+    merchant: Option<String>,
+    payer: Option<String>,
+    memo: Option<String>,
 }
 
 /// Approved payments and open or captured authorizations of `payer` with

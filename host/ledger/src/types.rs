@@ -98,7 +98,7 @@ pub enum Principal {
 impl Principal {
     /// The stored form: `user:alice`, `merchant:shop`, `admin`. Ids cannot
     /// contain `:`, so the form is unambiguous.
-    pub(crate) fn key(&self) -> String {
+    pub fn key(&self) -> String {
         match self {
             Self::User(user) => format!("user:{user}"),
             Self::Merchant(merchant) => format!("merchant:{merchant}"),

@@ -319,7 +319,7 @@ fn reject(message: &Inbound, rejection: &Rejection) -> Vec<Outbound> {
     out
 }
 
-fn ledger_principal(principal: &Principal) -> wasmpay_ledger::Principal {
+pub(crate) fn ledger_principal(principal: &Principal) -> wasmpay_ledger::Principal {
     match principal {
         Principal::User(user) => wasmpay_ledger::Principal::User(user.clone()),
         Principal::Merchant(merchant) => wasmpay_ledger::Principal::Merchant(merchant.clone()),

@@ -3,11 +3,11 @@
 //! Every reply is built from the stored outcome alone, so a redelivered
 //! request gets byte for byte the reply the first delivery got.
 
-use wasmpay_domain::{Currency, Money, SubAccount};
+use wasmpay_domain::{Currency, Money, RequestId, SubAccount};
 use wasmpay_ledger::{Effect, Op, OpKind, OpResult, Outcome, Owner, Reader, Refusal};
 use wasmpay_protocol::reply::{
     AccountBalance, BalanceResult, CaptureResult, DepositResult, EntryKind, HistoryEntry,
-    HistoryResult, OpenAccountResult, PayoutResult, PluginListResult, PluginUploadResult,
+    HistoryResult, OpenAccountResult, Party, PayoutResult, PluginListResult, PluginUploadResult,
     PluginVersion, RefundResult, SettlementView, VoidResult,
 };
 use wasmpay_protocol::{
@@ -449,6 +449,7 @@ pub fn history(
     let page = reader
         .history(&owner, after, query.limit)
         .map_err(internal)?;
+    let own_key = crate::handlers::ledger_principal(principal).key();
     let entries = page
         .items
         .iter()
@@ -459,16 +460,32 @@ pub fn history(
             kind: entry_kind(&e.op),
             account: SubAccount::main(),
             amount: e.amount.into(),
-            counterparty: None,
+            counterparty: counterparty(principal, e),
             payment_id: e.payment_id.clone(),
-            request_id: None,
-            memo: None,
+            // Only the sender's own ids: a merchant does not learn the
+            // payer's request ids, nor a payer the merchant's.
+            request_id: (e.principal == own_key)
+                .then(|| RequestId::new(e.request_id.as_str()).ok())
+                .flatten(),
+            memo: e.memo.clone(),
         })
         .collect();
     Ok(HistoryResult {
         entries,
         next: page.next_after.map(cursor),
     })
+}
+
+/// The other side of an entry, as the reader of `principal`'s history
+/// sees it: a user pays merchants, a merchant is paid by users, deposits
+/// come from and payouts go to outside the ledger.
+fn counterparty(principal: &Principal, e: &wasmpay_ledger::HistoryEntry) -> Option<Party> {
+    match (e.op.as_str(), principal) {
+        ("deposit" | "payout", _) => Some(Party::External),
+        (_, Principal::User(_)) => e.merchant.clone().map(Party::Merchant),
+        (_, Principal::Merchant(_)) => e.payer.clone().map(Party::User),
+        (_, Principal::Admin) => None,
+    }
 }
 
 fn cursor(seq: i64) -> Cursor {

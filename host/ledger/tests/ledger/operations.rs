@@ -431,7 +431,7 @@ fn receipts_carry_consecutive_journal_numbers() {
 }
 
 #[test]
-fn history_lists_an_owners_postings_in_pages() {
+fn history_lists_an_owners_postings_newest_first_in_pages() {
     let mut fx = Fixture::alice_and_shop(1_000);
     for i in 0..5 {
         fx.as_user(
@@ -442,14 +442,49 @@ fn history_lists_an_owners_postings_in_pages() {
     let reader = fx.reader();
     let first = reader.history(&alice(), None, 4).unwrap();
     assert_eq!(first.items.len(), 4);
-    assert_eq!(first.items[0].op, "deposit");
-    assert_eq!(first.items[1].amount, eur(-10));
-    assert_eq!(first.items[1].balance_after, eur(990));
+    // Newest first: the last payment, with what it left.
+    assert_eq!(first.items[0].op, "payment");
+    assert_eq!(first.items[0].payment_id, Some(pid("alice", "p4")));
+    assert!(!first.items[0].request_id.is_empty());
+    assert_eq!(first.items[0].amount, eur(-10));
+    assert_eq!(first.items[0].balance_after, eur(950));
+    assert_eq!(first.items[0].merchant, Some(merchant("shop")));
+    assert_eq!(first.items[0].payer, Some(user("alice")));
+    assert_eq!(first.items[0].principal, "user:alice");
     let second = reader.history(&alice(), first.next_after, 4).unwrap();
     assert_eq!(second.items.len(), 2);
     assert_eq!(second.next_after, None);
-    assert_eq!(second.items[1].balance_after, eur(950));
+    assert_eq!(second.items[0].payment_id, Some(pid("alice", "p0")));
+    assert_eq!(second.items[0].balance_after, eur(990));
+    // The opening deposit: from outside, no merchant, no payer.
+    assert_eq!(second.items[1].op, "deposit");
+    assert_eq!(
+        (&second.items[1].merchant, &second.items[1].payer),
+        (&None, &None)
+    );
+    let seqs: Vec<i64> = first
+        .items
+        .iter()
+        .chain(&second.items)
+        .map(|e| e.seq)
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] > w[1]), "{seqs:?}");
     assert!(second.to_string().contains("payment"));
+    fx.assert_clean();
+}
+
+#[test]
+fn history_names_the_payer_and_the_reason_of_a_refund_to_the_merchant() {
+    let mut fx = Fixture::alice_and_shop(1_000);
+    fx.as_user("alice", payment("alice", "shop", "p", eur(10), 0));
+    fx.as_merchant("shop", refund("shop", &pid("alice", "p"), eur(4), None));
+    let page = fx.reader().history(&shop(), None, 10).unwrap();
+    let refund = &page.items[0];
+    assert_eq!(refund.op, "refund");
+    assert_eq!(refund.amount, eur(-4));
+    assert_eq!(refund.payer, Some(user("alice")));
+    assert_eq!(refund.memo.as_deref(), Some("returned"));
+    assert_eq!(refund.principal, "merchant:shop");
     fx.assert_clean();
 }
 
