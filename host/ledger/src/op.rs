@@ -125,9 +125,13 @@ pub enum OpKind {
         memo: Option<String>,
         metadata: BTreeMap<String, String>,
         decision: PaymentDecided,
-        /// When the hold lapses. Host policy (not a client field), like
-        /// `at_ms`, so a redelivery is not a conflict.
+        /// When the hold lapses: the request's time plus `expires_in_s`.
+        /// Derived, like `at_ms`, so not compared on a redelivery.
         expires_at_ms: i64,
+        /// How long the client asked the hold to last: compared, so the same
+        /// id with another duration is a conflict, not the stored hold.
+        #[serde(default)]
+        expires_in_s: u32,
     },
     /// Settles an authorization, in full (`amount: None` or the whole
     /// authorized total) or in part. At most once.
@@ -140,6 +144,9 @@ pub enum OpKind {
     Void {
         merchant: MerchantId,
         payment_id: PaymentId,
+        /// The merchant's reason, for the payer's history.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// Returns money from the merchant's main account to the payer; never
     /// more than was captured less what was refunded already.
@@ -241,6 +248,9 @@ impl OpKind {
                 money(&mut fields, amount);
                 fields.insert("memo", canonical_json(memo));
                 fields.insert("metadata", canonical_json(metadata));
+                if let Self::Authorize { expires_in_s, .. } = self {
+                    fields.insert("expires_in_s", expires_in_s.to_string());
+                }
             }
             Self::Capture {
                 merchant,
@@ -259,9 +269,11 @@ impl OpKind {
             Self::Void {
                 merchant,
                 payment_id,
+                reason,
             } => {
                 fields.insert("merchant", merchant.to_string());
                 fields.insert("payment_id", payment_id.to_string());
+                fields.insert("reason", canonical_json(reason));
             }
             Self::Refund {
                 merchant,

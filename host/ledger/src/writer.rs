@@ -570,6 +570,7 @@ fn execute(ctx: &Ctx<'_>, kind: &OpKind) -> Executed {
         OpKind::Void {
             merchant,
             payment_id,
+            ..
         } => void(ctx, merchant, payment_id),
         OpKind::Refund {
             merchant,

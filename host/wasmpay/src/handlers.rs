@@ -374,6 +374,7 @@ async fn prepare_work(
                 metadata: pay.metadata.clone(),
                 decision: replayed_payment(),
                 expires_at_ms: at_ms.saturating_add(expires_in_s * 1_000),
+                expires_in_s: auth.expires_in_s,
             };
             if !already_decided(shared, &principal, &request.id, &kind).await
                 && let OpKind::Authorize { decision, .. } = &mut kind
@@ -390,6 +391,7 @@ async fn prepare_work(
         (Principal::Merchant(merchant), Command::Void(void)) => op(OpKind::Void {
             merchant: merchant.clone(),
             payment_id: void.payment_id.clone(),
+            reason: void.reason.clone(),
         }),
         (Principal::Merchant(merchant), Command::Refund(refund)) => {
             let decision = decide_refund(shared, merchant, refund, at_ms).await?;

@@ -18,6 +18,7 @@ fn void(request: &str) -> OpKind {
     OpKind::Void {
         merchant: merchant("shop"),
         payment_id: pid("alice", request),
+        reason: None,
     }
 }
 

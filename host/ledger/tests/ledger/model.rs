@@ -280,6 +280,7 @@ fn to_kind(step: &Step) -> (OpKind, Principal) {
             OpKind::Void {
                 merchant: merchant(MERCHANTS[m]),
                 payment_id: pid_of(payer, request),
+                reason: None,
             },
             Principal::Merchant(merchant(MERCHANTS[m])),
         ),
@@ -579,6 +580,7 @@ impl Model {
             OpKind::Void {
                 merchant,
                 payment_id,
+                ..
             } => {
                 Self::allow(op, Principal::Merchant(merchant.clone()))?;
                 let key = (merchant.to_string(), payment_id.clone());

@@ -94,6 +94,7 @@ pub fn authorize(
         metadata: BTreeMap::new(),
         decision: approved(amount, fee_bps),
         expires_at_ms,
+        expires_in_s: 60,
     }
 }
 

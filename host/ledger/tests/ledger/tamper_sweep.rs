@@ -101,11 +101,13 @@ fn sample(rounds: usize) -> Fixture {
         let void = OpKind::Void {
             merchant: merchant("shop"),
             payment_id: pid("alice", &r("v")),
+            reason: Some("out of stock".to_owned()),
         };
         assert_eq!(code(&fx.as_merchant("shop", void)), "applied");
         let unknown = OpKind::Void {
             merchant: merchant("shop"),
             payment_id: pid("alice", &r("none")),
+            reason: None,
         };
         assert_eq!(code(&fx.as_merchant("shop", unknown)), "payment_not_found");
         let payout = OpKind::Payout {
