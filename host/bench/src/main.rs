@@ -13,11 +13,9 @@
 //!   in native Rust, and the naive baseline, each at a closed-loop pipelined
 //!   load, with the daemon's own group-commit and plugin timings;
 //! - `sweep`: wasmpay open-loop from 10% to 120% of its peak (the chart);
-//! - `proposals`: changes to the daemon priced on the bench's copy of its
-//!   pipeline (the copy as is, to check it, then batching while the writer
-//!   is busy, with the plugin and with the native rule);
-//! - `noecho`: wasmpay on a broker that does not send the daemon its own
-//!   notifications back;
+//! - `proposals`: the bench's copy of the daemon's pipeline as is (to check
+//!   it), and with the daemon's loop before `cbf28a1` (what batching while
+//!   the writer is busy bought);
 //! - `scale`: 1 versus 1,000 merchants with their own plugin version, start
 //!   and restart to first reply, and resident memory.
 //!
@@ -42,28 +40,15 @@ use wasmpay_bench::timings::Timings;
 use wasmpay_bench::{Bench, seed_plugins, vm_rss_kib, world};
 
 /// Stages `--only` can pick.
-const STAGES: [&str; 8] = [
+const STAGES: [&str; 7] = [
     "ceiling",
     "wasmpay",
     "sweep",
     "native",
     "naive",
     "proposals",
-    "noecho",
     "scale",
 ];
-
-/// A broker ACL under which nobody may read merchant notifications, so the
-/// broker stops sending the daemon its own notifications back (what an MQTT
-/// 5 No Local subscription would do), for the `noecho` stage. Everything
-/// the bench sends stays allowed.
-const NO_ECHO_ACL: &str = "\
-topic readwrite wasmpay/v1/users/#
-topic readwrite wasmpay/v1/admin/#
-topic readwrite wasmpay/v1/merchants/+/plugin/+
-topic readwrite wasmpay/v1/merchants/+/replies/#
-topic write wasmpay/v1/merchants/+/notifications
-";
 
 #[derive(Debug, Parser)]
 #[command(about = "End-to-end throughput and latency of wasmpay through a real broker")]
@@ -104,8 +89,7 @@ struct Cli {
     #[arg(long)]
     scale_payments: Option<u64>,
     /// Run only these stages (comma-separated): ceiling, wasmpay, sweep,
-    /// native, naive, proposals, noecho, scale. The sweep needs wasmpay's
-    /// peak.
+    /// native, naive, proposals, scale. The sweep needs wasmpay's peak.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where ledger files go (default: a temporary directory on /tmp).
@@ -166,10 +150,9 @@ struct Report {
     peak: Option<f64>,
     sweep: Vec<Point>,
     scale: Vec<ScaleRun>,
-    /// Changes to the daemon, priced on the bench's copy of its pipeline.
+    /// The bench's copy of the daemon's pipeline, as is and with the loop
+    /// before `cbf28a1`.
     proposals: Vec<(Variant, Outcome)>,
-    /// wasmpay on a broker that does not echo notifications back.
-    no_echo: Option<Outcome>,
 }
 
 /// One closed-loop wasmpay run at a merchant count, with its start.
@@ -226,29 +209,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     );
     bench.timings = Some(timings.clone());
     let started = Instant::now();
-    let mut report = client_runtime.block_on(measure(&cli, &wanted, &bench, &timings))?;
+    let report = client_runtime.block_on(measure(&cli, &wanted, &bench, &timings))?;
     drop(broker);
-    if wanted.contains("noecho") {
-        let broker = wasmpay_tests::Mosquitto::start_with_files(
-            "allow_anonymous true\nacl_file {dir}/acl\n",
-            &[("acl", NO_ECHO_ACL.as_bytes())],
-        );
-        let mut bench = Bench::new(
-            broker.address(),
-            server_runtime.handle().clone(),
-            bench.data_dir.clone(),
-            cli.clients,
-            cli.window,
-            !cli.quiet,
-        );
-        bench.timings = Some(timings.clone());
-        report.no_echo = Some(client_runtime.block_on(bench.closed_loop(
-            Variant::Wasmpay,
-            cli.payments,
-            cli.users,
-            cli.merchants,
-        ))?);
-    }
     print_report(&cli, &report, started.elapsed());
     if !report.sweep.is_empty()
         && let Some(peak) = report.peak
@@ -273,7 +235,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .map(|(_, o)| o)
         .chain(report.scale.iter().map(|s| &s.outcome))
         .chain(report.proposals.iter().map(|(_, o)| o))
-        .chain(report.no_echo.iter())
         .filter(|o| !o.complete())
         .map(|o| o.label.as_str())
         .collect();
@@ -375,11 +336,7 @@ async fn measure(
     }
 
     if wanted.contains("proposals") {
-        for variant in [
-            Variant::Copy,
-            Variant::WasmpayGrouped,
-            Variant::NativeGrouped,
-        ] {
+        for variant in [Variant::Copy, Variant::WasmpayEager] {
             let outcome = bench
                 .closed_loop(variant, cli.payments, users, merchants)
                 .await?;
@@ -607,7 +564,7 @@ fn print_report(cli: &Cli, report: &Report, elapsed: Duration) {
     }
     if !report.proposals.is_empty() {
         println!(
-            "Changes to the daemon, priced on the bench's copy of its pipeline (same run conditions):"
+            "The bench's copy of the daemon's pipeline, as is and with the loop before cbf28a1 (same run conditions):"
         );
         println!();
         println!(
@@ -616,22 +573,6 @@ fn print_report(cli: &Cli, report: &Report, elapsed: Duration) {
         println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         for (variant, o) in &report.proposals {
             println!("{}", outcome_row(variant.name(), o));
-        }
-        println!();
-    }
-    if let Some(o) = &report.no_echo {
-        println!(
-            "wasmpay with its own notifications not echoed back by the broker (ACL; what a No Local subscription would do):"
-        );
-        println!();
-        println!(
-            "| variant | payments | ok | payments/s | p50 | p99 | p99.9 | max | commits x mean batch, commit p50 / p99 |"
-        );
-        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-        println!("{}", outcome_row("wasmpay, no echo", o));
-        if let Some(w) = rate(Variant::Wasmpay) {
-            println!();
-            println!("- no echo / wasmpay: {:.0}%", o.throughput() / w * 100.0);
         }
         println!();
     }

@@ -18,9 +18,11 @@
 //!
 //! The loop of [`run_pipeline`] is a copy of `pipeline::run`'s, because the
 //! daemon has no hook to swap the rule; the bench's report names the change
-//! that would remove the copy. Run with the daemon's own prepare stage it
-//! checks that the copy performs as the daemon does, and with
-//! [`Batching::WhileBusy`] it prices a change to the daemon's batching.
+//! that would remove the copy. With [`Batching::Daemon`] it is the loop of
+//! the daemon as it is (batching while the writer is busy, since
+//! `cbf28a1`); run with the daemon's own prepare stage it checks that the
+//! copy performs as the daemon does. [`Batching::Eager`] is the loop before
+//! `cbf28a1`, kept to show on every run what that change bought.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -220,15 +222,17 @@ pub enum Rule {
 /// How [`run_pipeline`] hands prepared work to the ledger writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Batching {
-    /// As `pipeline::run` does: a batch is whatever is prepared the moment
-    /// the first item is, queued for the writer (4 batches deep); while the
-    /// queue is full the loop waits and takes no new messages.
+    /// As `pipeline::run` does: prepared work waits in the loop, in arrival
+    /// order, while the writer commits, and goes as one batch (up to
+    /// `batch_ops_max`) when the writer can take it; the writer's channel
+    /// is one batch deep, and intake never waits on the writer (the
+    /// broker's receive maximum still bounds what is in flight).
     Daemon,
-    /// Group commit proper: prepared work waits in the loop while the writer
-    /// commits, and goes as one batch when the writer can take it; intake
-    /// never waits on the writer (the broker's receive maximum still bounds
-    /// what is in flight).
-    WhileBusy,
+    /// The daemon's loop before `cbf28a1`: a batch is whatever is prepared
+    /// the moment the first item is, queued for the writer (4 batches
+    /// deep); while the queue is full the loop waits and takes no new
+    /// messages, so a busy writer gets a queue of tiny batches.
+    Eager,
 }
 
 /// The prepare stage: payments are decided by `rule`; everything else
@@ -277,8 +281,8 @@ pub async fn run_pipeline(
 
     let depth = usize::from(config.broker.inflight_messages_max);
     let queued_batches_max = match batching {
-        Batching::Daemon => 4,
-        Batching::WhileBusy => 1,
+        Batching::Daemon => 1,
+        Batching::Eager => 4,
     };
     let (batch_tx, batch_rx) = mpsc::channel::<Vec<Item>>(queued_batches_max);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Vec<Done>>();
@@ -286,6 +290,7 @@ pub async fn run_pipeline(
         .name("ledger-writer".to_owned())
         .spawn(move || writer.run(batch_rx, done_tx))?;
     let replier_broker = broker.clone();
+    let replier_metrics = shared.metrics.clone();
     let replier = tokio::spawn(async move {
         while let Some(batch) = done_rx.recv().await {
             for (message, replies) in batch {
@@ -293,6 +298,7 @@ pub async fn run_pipeline(
                     let _ = replier_broker.publish(reply).await;
                 }
                 if let Some(message) = message {
+                    replier_metrics.replied(message.received.elapsed());
                     let _ = replier_broker.ack(&message).await;
                 }
             }
@@ -304,7 +310,7 @@ pub async fn run_pipeline(
         config.pipeline.hold_sweep_interval_ms.max(10),
     ));
     let mut ordered = FuturesOrdered::new();
-    // Prepared, in arrival order, waiting for the writer (`WhileBusy`).
+    // Prepared, in arrival order, waiting for the writer (`Daemon` only).
     let mut pending: Vec<Item> = Vec::new();
     tokio::pin!(shutdown);
     let mut stopping = false;
@@ -314,26 +320,29 @@ pub async fn run_pipeline(
             () = &mut shutdown, if !stopping => stopping = true,
             permit = batch_tx.reserve(), if !pending.is_empty() => {
                 let permit = permit.map_err(|_| anyhow::anyhow!("the ledger writer stopped"))?;
-                let n = pending.len().min(batch_ops_max);
-                permit.send(pending.drain(..n).collect());
+                let count = pending.len().min(batch_ops_max);
+                permit.send(pending.drain(..count).collect());
             }
-            Some(first) = ordered.next(), if !ordered.is_empty() => {
-                let mut batch: Vec<Item> = vec![first];
-                while batch.len() < batch_ops_max {
-                    match ordered.next().now_or_never() {
-                        Some(Some(item)) => batch.push(item),
-                        _ => break,
+            Some(first) = ordered.next(), if !ordered.is_empty() => match batching {
+                Batching::Daemon => {
+                    pending.push(first);
+                    while let Some(Some(item)) = ordered.next().now_or_never() {
+                        pending.push(item);
                     }
                 }
-                match batching {
-                    Batching::Daemon => {
-                        if batch_tx.send(batch).await.is_err() {
-                            anyhow::bail!("the ledger writer stopped");
+                Batching::Eager => {
+                    let mut batch: Vec<Item> = vec![first];
+                    while batch.len() < batch_ops_max {
+                        match ordered.next().now_or_never() {
+                            Some(Some(item)) => batch.push(item),
+                            _ => break,
                         }
                     }
-                    Batching::WhileBusy => pending.extend(batch),
+                    if batch_tx.send(batch).await.is_err() {
+                        anyhow::bail!("the ledger writer stopped");
+                    }
                 }
-            }
+            },
             message = inbound.recv(), if !stopping && ordered.len() + pending.len() < depth => {
                 let Some(message) = message else { break };
                 let (shared, rules) = (shared.clone(), rules.clone());
@@ -346,6 +355,7 @@ pub async fn run_pipeline(
                 ordered.push_back(async { handlers::sweep_holds() }.boxed());
             }
         }
+        shared.metrics.inflight(ordered.len() + pending.len());
         if stopping && ordered.is_empty() && pending.is_empty() {
             break;
         }

@@ -25,10 +25,9 @@ pub enum Variant {
     /// The bench's copy of the daemon's pipeline with the daemon's own
     /// prepare stage: should match `Wasmpay` (checks the copy).
     Copy,
-    /// The copy with group commit while the writer is busy, plugin rule.
-    WasmpayGrouped,
-    /// The same with the native rule.
-    NativeGrouped,
+    /// The copy with the daemon's loop before `cbf28a1` (eager batches):
+    /// what batching while the writer is busy bought.
+    WasmpayEager,
     /// One message at a time, compile per call, one commit per payment.
     Naive,
 }
@@ -40,8 +39,7 @@ impl Variant {
             Self::Wasmpay => "wasmpay",
             Self::Native => "native rule",
             Self::Copy => "wasmpay (bench copy)",
-            Self::WasmpayGrouped => "wasmpay, batching while busy",
-            Self::NativeGrouped => "native rule, batching while busy",
+            Self::WasmpayEager => "wasmpay (bench copy), loop before cbf28a1",
             Self::Naive => "naive baseline",
         }
     }
@@ -54,7 +52,7 @@ impl Variant {
     /// Whether merchants upload the `fee` plugin at setup (the variants
     /// whose payments run through the daemon's own prepare stage).
     pub fn uploads_plugins(self) -> bool {
-        matches!(self, Self::Wasmpay | Self::Copy | Self::WasmpayGrouped)
+        matches!(self, Self::Wasmpay | Self::Copy | Self::WasmpayEager)
     }
 }
 
@@ -123,16 +121,16 @@ impl Server {
                 })
             }
             Variant::Wasmpay => runtime.spawn(wasmpay::pipeline::run(config.clone(), shutdown)),
-            Variant::Native | Variant::Copy | Variant::WasmpayGrouped | Variant::NativeGrouped => {
+            Variant::Native | Variant::Copy | Variant::WasmpayEager => {
                 let rules = FeeRules {
                     configs: fee_configs(merchants),
                 };
                 let rule = match variant {
-                    Variant::Copy | Variant::WasmpayGrouped => Rule::Plugin,
-                    _ => Rule::Native,
+                    Variant::Native => Rule::Native,
+                    _ => Rule::Plugin,
                 };
                 let batching = match variant {
-                    Variant::WasmpayGrouped | Variant::NativeGrouped => Batching::WhileBusy,
+                    Variant::WasmpayEager => Batching::Eager,
                     _ => Batching::Daemon,
                 };
                 runtime.spawn(mirror::run_pipeline(
