@@ -14,6 +14,9 @@
 //!   time every reply into an HDR histogram.
 //! - [`timings`]: the daemon's own commit and plugin timings, from its debug
 //!   events.
+//! - [`neighbour`]: hostile merchants' plugins beside a well-behaved one
+//!   (issue 6): what they cost the good merchant, with and without
+//!   quarantine.
 //! - [`chart`]: the latency-versus-offered-load SVG.
 //!
 //! `src/main.rs` strings them together; `BENCHMARKS.md` (`## End to end`)
@@ -23,6 +26,7 @@ pub mod ceiling;
 pub mod chart;
 pub mod load;
 pub mod mirror;
+pub mod neighbour;
 pub mod server;
 pub mod timings;
 pub mod world;
@@ -35,6 +39,24 @@ use anyhow::Context as _;
 
 use crate::load::{Generator, Outcome, Pacing, Plan};
 use crate::server::{Server, Variant};
+
+/// `d` in milliseconds.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// `d` in milliseconds with the digits that matter: `0.42 ms`, `12.3 ms`,
+/// `230 ms`.
+pub fn fmt_ms(d: Duration) -> String {
+    let v = ms(d);
+    if v >= 100.0 {
+        format!("{v:.0} ms")
+    } else if v >= 10.0 {
+        format!("{v:.1} ms")
+    } else {
+        format!("{v:.2} ms")
+    }
+}
 
 /// The process's resident memory (`VmRSS` of `/proc/self/status`), in KiB.
 pub fn vm_rss_kib() -> Option<u64> {
@@ -140,36 +162,56 @@ impl Bench {
         self.request_all("deposits", world::deposits(&tag), users)
             .await?;
         if upload {
-            let uploaded = self
-                .request_all(
-                    "plugin uploads",
-                    world::uploads(&tag, wasmpay_plugin_artifacts::FEE),
-                    merchants,
-                )
-                .await?;
-            // Activate what the upload left inactive (the protocol says an
-            // upload does not activate; the daemon may do it already).
-            let mut versions = Vec::with_capacity(uploaded.kept.len());
-            let mut inactive = 0;
-            for (_, payload) in &uploaded.kept {
-                let reply: serde_json::Value = serde_json::from_slice(payload)?;
-                let result = &reply["result"];
-                versions.push(
-                    result["plugin"]["version"]
-                        .as_u64()
-                        .context("upload reply names a version")?,
-                );
-                inactive += u64::from(result["active"] != true);
-            }
-            if inactive > 0 {
-                self.request_all(
-                    "plugin activations",
-                    world::activations(&tag, versions),
-                    merchants,
-                )
-                .await?;
+            self.upload_plugins(world::fee_uploads(merchants)).await?;
+        }
+        Ok(())
+    }
+
+    /// Every upload of `uploads` over MQTT, each version then active. A
+    /// merchant that uploads again gets a new version, which also clears a
+    /// quarantine of its previous one.
+    pub async fn upload_plugins(&self, uploads: Vec<world::PluginUpload>) -> anyhow::Result<()> {
+        let tag = self.fresh_tag("upload");
+        let merchants: Vec<String> = uploads.iter().map(|u| u.merchant.clone()).collect();
+        let total = uploads.len() as u64;
+        let uploaded = self
+            .request_all("plugin uploads", world::uploads(&tag, uploads), total)
+            .await?;
+        // Activate what the upload left inactive (the protocol says an
+        // upload does not activate; the daemon may do it already).
+        let mut inactive = Vec::new();
+        for kept in &uploaded.kept {
+            let reply: serde_json::Value = serde_json::from_slice(&kept.payload)?;
+            let result = &reply["result"];
+            let version = result["plugin"]["version"]
+                .as_u64()
+                .context("upload reply names a version")?;
+            if result["active"] != true {
+                inactive.push((merchants[kept.k as usize].clone(), version));
             }
         }
+        if !inactive.is_empty() {
+            let count = inactive.len() as u64;
+            self.request_all(
+                "plugin activations",
+                world::activations(&tag, inactive),
+                count,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Opens the accounts of merchants named `names` (no plugin yet).
+    pub async fn open_merchants(&self, names: Vec<String>) -> anyhow::Result<()> {
+        let tag = self.fresh_tag("merchants");
+        let total = names.len() as u64;
+        self.request_all(
+            "open merchant accounts",
+            world::open_merchant_accounts(&tag, names),
+            total,
+        )
+        .await?;
         Ok(())
     }
 
@@ -233,7 +275,18 @@ impl Bench {
         merchants: u64,
     ) -> anyhow::Result<Server> {
         let tag = self.fresh_tag(variant.name().split(' ').next().unwrap_or("server"));
-        let config = self.config(&tag)?;
+        self.ready_with(variant, self.config(&tag)?, users, merchants)
+            .await
+    }
+
+    /// `ready` with a configuration of the caller's.
+    pub async fn ready_with(
+        &self,
+        variant: Variant,
+        config: wasmpay::Config,
+        users: u64,
+        merchants: u64,
+    ) -> anyhow::Result<Server> {
         let (server, _) = self.start(variant, config, merchants).await?;
         if variant.has_ledger() {
             self.setup(users, merchants, variant.uploads_plugins())

@@ -100,8 +100,8 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// Publish (open loop: due time) to reply, in microseconds.
     pub latency_us: Histogram<u64>,
-    /// `(k, payload)` when the plan keeps replies.
-    pub kept: Vec<(u64, Vec<u8>)>,
+    /// Every reply, in request order, when the plan keeps replies.
+    pub kept: Vec<Kept>,
     /// The first few replies that were not ok, for the report.
     pub failures: Vec<String>,
     /// Why a client stopped early, if one did.
@@ -134,6 +134,16 @@ impl Outcome {
     }
 }
 
+/// A reply kept for the caller to read.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    /// The request's number in the run.
+    pub k: u64,
+    /// As the run's histogram has it: from publish (open loop: due time).
+    pub latency: Duration,
+    pub payload: Vec<u8>,
+}
+
 /// What one client's event loop saw.
 #[derive(Debug)]
 struct ClientResult {
@@ -142,7 +152,7 @@ struct ClientResult {
     duplicates: u64,
     last_reply: Option<Instant>,
     latency_us: Histogram<u64>,
-    kept: Vec<(u64, Vec<u8>)>,
+    kept: Vec<Kept>,
     failures: Vec<String>,
     error: Option<String>,
 }
@@ -314,7 +324,7 @@ pub async fn run(address: &str, plan: &Plan, generator: Generator) -> anyhow::Re
             last = last.max(t);
         }
     }
-    outcome.kept.sort_by_key(|(k, _)| *k);
+    outcome.kept.sort_by_key(|kept| kept.k);
     outcome.elapsed = last.saturating_duration_since(epoch + Duration::from_nanos(start_ns));
     Ok(outcome)
 }
@@ -503,7 +513,11 @@ async fn receive(
                         .push(String::from_utf8_lossy(&publish.payload).into_owned());
                 }
                 if plan.keep_replies {
-                    result.kept.push((seq, publish.payload.to_vec()));
+                    result.kept.push(Kept {
+                        k: seq,
+                        latency: Duration::from_nanos(latency_ns),
+                        payload: publish.payload.to_vec(),
+                    });
                 }
                 if closed {
                     window.add_permits(1);

@@ -17,7 +17,9 @@
 //!   it), and with the daemon's loop before `cbf28a1` (what batching while
 //!   the writer is busy bought);
 //! - `scale`: 1 versus 1,000 merchants with their own plugin version, start
-//!   and restart to first reply, and resident memory.
+//!   and restart to first reply, and resident memory;
+//! - `neighbour`: hostile merchants' plugins beside the good ones, with the
+//!   default quarantine and with none (issue 6).
 //!
 //! Prints Markdown for `BENCHMARKS.md` and writes the chart.
 //!
@@ -35,12 +37,13 @@ use anyhow::Context as _;
 use clap::Parser;
 use wasmpay_bench::chart::{self, Point};
 use wasmpay_bench::load::{Outcome, Pacing};
+use wasmpay_bench::neighbour;
 use wasmpay_bench::server::Variant;
 use wasmpay_bench::timings::Timings;
-use wasmpay_bench::{Bench, seed_plugins, vm_rss_kib, world};
+use wasmpay_bench::{Bench, fmt_ms, ms, seed_plugins, vm_rss_kib, world};
 
 /// Stages `--only` can pick.
-const STAGES: [&str; 7] = [
+const STAGES: [&str; 8] = [
     "ceiling",
     "wasmpay",
     "sweep",
@@ -48,6 +51,7 @@ const STAGES: [&str; 7] = [
     "naive",
     "proposals",
     "scale",
+    "neighbour",
 ];
 
 #[derive(Debug, Parser)]
@@ -88,8 +92,34 @@ struct Cli {
     /// Payments per scale run (default: half of `--payments`).
     #[arg(long)]
     scale_payments: Option<u64>,
+    /// Hostile neighbour: the good merchants' open-loop rate (default:
+    /// `--neighbour-percent` of their closed-loop peak, measured first).
+    #[arg(long)]
+    neighbour_rate: Option<f64>,
+    /// Hostile neighbour: the good open-loop rate as a percentage of the
+    /// closed-loop peak.
+    #[arg(long, default_value_t = 50.0)]
+    neighbour_percent: f64,
+    /// Hostile neighbour: the neighbour's rate as a percentage of the good
+    /// open-loop rate.
+    #[arg(long, default_value_t = 10.0)]
+    neighbour_share: f64,
+    /// Hostile neighbour: seconds of each open-loop run.
+    #[arg(long, default_value_t = 10.0)]
+    neighbour_seconds: f64,
+    /// Hostile neighbour: rounds of alone, hostile, polite.
+    #[arg(long, default_value_t = 2)]
+    neighbour_rounds: u32,
+    /// Hostile neighbour: `plugin_failures_quarantine_max` of each daemon
+    /// in turn (default: the daemon's default, then 0 = never).
+    #[arg(long, value_delimiter = ',')]
+    neighbour_quarantine: Vec<u32>,
+    /// Hostile neighbour: calls of each hostile plugin alone, for its cost.
+    #[arg(long, default_value_t = 50)]
+    neighbour_cost_calls: u32,
     /// Run only these stages (comma-separated): ceiling, wasmpay, sweep,
-    /// native, naive, proposals, scale. The sweep needs wasmpay's peak.
+    /// native, naive, proposals, scale, neighbour. The sweep needs
+    /// wasmpay's peak.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where ledger files go (default: a temporary directory on /tmp).
@@ -153,6 +183,11 @@ struct Report {
     /// The bench's copy of the daemon's pipeline, as is and with the loop
     /// before `cbf28a1`.
     proposals: Vec<(Variant, Outcome)>,
+    /// Hostile merchants beside good ones, per quarantine setting.
+    neighbour: Vec<neighbour::Condition>,
+    neighbour_options: Option<neighbour::Options>,
+    /// Each hostile plugin's cost per call, alone.
+    costs: Vec<neighbour::Cost>,
 }
 
 /// One closed-loop wasmpay run at a merchant count, with its start.
@@ -235,8 +270,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .map(|(_, o)| o)
         .chain(report.scale.iter().map(|s| &s.outcome))
         .chain(report.proposals.iter().map(|(_, o)| o))
+        .chain(
+            report
+                .neighbour
+                .iter()
+                .flat_map(|c| c.open.iter().chain(&c.closed))
+                .map(|r| &r.good),
+        )
         .filter(|o| !o.complete())
         .map(|o| o.label.as_str())
+        .chain(
+            report
+                .neighbour
+                .iter()
+                .flat_map(|c| c.open.iter().chain(&c.closed))
+                .filter(|r| {
+                    r.neighbour
+                        .as_ref()
+                        .is_some_and(|n| r.as_expected != n.expected)
+                })
+                .map(|r| r.neighbour.as_ref().map_or("", |n| n.label.as_str())),
+        )
         .collect();
     anyhow::ensure!(
         incomplete.is_empty(),
@@ -344,6 +398,36 @@ async fn measure(
         }
     }
 
+    if wanted.contains("neighbour") {
+        let defaults = wasmpay::Config::default();
+        let options = neighbour::Options {
+            users,
+            merchants,
+            payments: cli.payments,
+            rate_per_s: cli.neighbour_rate,
+            percent_of_peak: cli.neighbour_percent,
+            share_percent: cli.neighbour_share,
+            seconds: cli.neighbour_seconds,
+            rounds: cli.neighbour_rounds.max(1),
+            neighbour_clients: 2,
+            quarantine: if cli.neighbour_quarantine.is_empty() {
+                vec![defaults.pipeline.plugin_failures_quarantine_max, 0]
+            } else {
+                cli.neighbour_quarantine.clone()
+            },
+        };
+        report.neighbour = neighbour::measure(bench, &options).await?;
+        report.neighbour_options = Some(options);
+        let platform_fee = wasmpay_domain::PlatformFee {
+            bps: defaults.fees.platform_fee_bps,
+        };
+        let calls = cli.neighbour_cost_calls.max(1);
+        report.costs = tokio::task::spawn_blocking(move || {
+            neighbour::call_costs(defaults.plugins, platform_fee, calls)
+        })
+        .await??;
+    }
+
     if wanted.contains("scale") && cli.scale_merchants > 0 {
         let payments = cli.scale_payments.unwrap_or(cli.payments / 2).max(100);
         for merchants in [1, cli.scale_merchants] {
@@ -403,21 +487,6 @@ async fn scale_run(
         rss_serving_kib,
         restart: Some((restart, rss_restarted_kib)),
     })
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn fmt_ms(d: Duration) -> String {
-    let v = ms(d);
-    if v >= 100.0 {
-        format!("{v:.0} ms")
-    } else if v >= 10.0 {
-        format!("{v:.1} ms")
-    } else {
-        format!("{v:.2} ms")
-    }
 }
 
 fn cores() -> usize {
@@ -601,6 +670,13 @@ fn print_report(cli: &Cli, report: &Report, elapsed: Duration) {
                 rss_restart / 1024
             );
         }
+        println!();
+    }
+    if let Some(options) = &report.neighbour_options {
+        print!(
+            "{}",
+            neighbour::markdown(options, &report.neighbour, &report.costs)
+        );
         println!();
     }
 }

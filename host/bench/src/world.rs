@@ -45,6 +45,14 @@ fn admin(topic: &str, body: serde_json::Value) -> Request {
     }
 }
 
+/// Opens `owner`'s account, as request `k` of run `tag`.
+fn open_account(tag: &str, k: u64, owner: serde_json::Value) -> Request {
+    admin(
+        "accounts/open",
+        json!({ "id": format!("{tag}-open-{k}"), "owner": owner, "currency": CURRENCY }),
+    )
+}
+
 /// Request `k` opens user `k`'s account for `k < users`, else merchant
 /// `k - users`'s.
 pub fn open_accounts(tag: &str, users: u64) -> Generator {
@@ -55,10 +63,16 @@ pub fn open_accounts(tag: &str, users: u64) -> Generator {
         } else {
             json!({ "merchant": merchant(k - users) })
         };
-        admin(
-            "accounts/open",
-            json!({ "id": format!("{tag}-open-{k}"), "owner": owner, "currency": CURRENCY }),
-        )
+        open_account(&tag, k, owner)
+    })
+}
+
+/// Request `k` opens the account of the merchant named `names[k]`.
+pub fn open_merchant_accounts(tag: &str, names: Vec<String>) -> Generator {
+    let tag = tag.to_owned();
+    Arc::new(move |k| {
+        let name = names.get(k as usize).cloned().unwrap_or_default();
+        open_account(&tag, k, json!({ "merchant": name }))
     })
 }
 
@@ -73,16 +87,55 @@ pub fn deposits(tag: &str) -> Generator {
     })
 }
 
-/// Merchant `k` uploads `wasm` (JSON with base64) with [`fee_config`].
-pub fn uploads(tag: &str, wasm: &'static [u8]) -> Generator {
+/// One merchant's plugin upload: the component and its configuration.
+#[derive(Debug, Clone)]
+pub struct PluginUpload {
+    pub merchant: String,
+    pub wasm: &'static [u8],
+    pub config: BTreeMap<String, String>,
+}
+
+/// Merchants `m0..m{merchants}`, each with the `fee` plugin and its own
+/// [`fee_config`].
+pub fn fee_uploads(merchants: u64) -> Vec<PluginUpload> {
+    (0..merchants)
+        .map(|j| PluginUpload {
+            merchant: merchant(j),
+            wasm: wasmpay_plugin_artifacts::FEE,
+            config: fee_config(j),
+        })
+        .collect()
+}
+
+/// Request `k` uploads `uploads[k]` (JSON with base64).
+pub fn uploads(tag: &str, uploads: Vec<PluginUpload>) -> Generator {
     let tag = tag.to_owned();
-    let wasm_base64 = Arc::new(base64::engine::general_purpose::STANDARD.encode(wasm));
+    // Each distinct component is encoded once, however many merchants
+    // upload it.
+    let mut encoded: Vec<(&'static [u8], Arc<String>)> = Vec::new();
+    let uploads: Vec<(PluginUpload, Arc<String>)> = uploads
+        .into_iter()
+        .map(|upload| {
+            let known = encoded.iter().find(|(w, _)| std::ptr::eq(*w, upload.wasm));
+            let base64 = match known {
+                Some((_, base64)) => base64.clone(),
+                None => {
+                    let base64 =
+                        Arc::new(base64::engine::general_purpose::STANDARD.encode(upload.wasm));
+                    encoded.push((upload.wasm, base64.clone()));
+                    base64
+                }
+            };
+            (upload, base64)
+        })
+        .collect();
     Arc::new(move |k| {
-        let m = merchant(k);
+        let (upload, wasm_base64) = &uploads[k as usize];
+        let m = &upload.merchant;
         let body = json!({
             "id": format!("{tag}-up-{k}"),
             "wasm_base64": wasm_base64.as_str(),
-            "config": fee_config(k),
+            "config": upload.config,
         });
         Request {
             topic: format!("wasmpay/v1/merchants/{m}/plugin/upload"),
@@ -92,12 +145,11 @@ pub fn uploads(tag: &str, wasm: &'static [u8]) -> Generator {
     })
 }
 
-/// Merchant `k` activates `versions[k]`.
-pub fn activations(tag: &str, versions: Vec<u64>) -> Generator {
+/// Request `k`: merchant `versions[k].0` activates version `versions[k].1`.
+pub fn activations(tag: &str, versions: Vec<(String, u64)>) -> Generator {
     let tag = tag.to_owned();
     Arc::new(move |k| {
-        let m = merchant(k);
-        let version = versions.get(k as usize).copied().unwrap_or(1);
+        let (m, version) = &versions[k as usize];
         Request {
             topic: format!("wasmpay/v1/merchants/{m}/plugin/activate"),
             payload: json!({ "id": format!("{tag}-act-{k}"), "version": version })
@@ -115,6 +167,19 @@ pub fn status(tag: &str) -> Generator {
     Arc::new(move |k| admin("status", json!({ "id": format!("{tag}-status-{k}") })))
 }
 
+/// User `u` pays `amount` EUR to merchant `m`, as request id `{tag}-{k}`,
+/// with `metadata` for the merchant's rules.
+fn pay(tag: &str, k: u64, u: &str, m: &str, amount: &str, metadata: &str) -> Request {
+    Request {
+        topic: format!("wasmpay/v1/users/{u}/pay"),
+        payload: format!(
+            r#"{{"id":"{tag}-{k}","merchant":"{m}","amount":"{amount}","currency":"{CURRENCY}"{metadata}}}"#
+        )
+        .into_bytes(),
+        reply_base: format!("wasmpay/v1/users/{u}/replies"),
+    }
+}
+
 /// Payment `k`: user `k % users` pays merchant `(k / users + k) % merchants`,
 /// so every user pays every merchant over a long run. `tag` keeps request
 /// ids unique across runs on the same ledger.
@@ -123,16 +188,33 @@ pub fn payments(tag: &str, users: u64, merchants: u64) -> Generator {
     let users = users.max(1);
     let merchants = merchants.max(1);
     Arc::new(move |k| {
-        let u = user(k % users);
         let m = merchant((k / users + k) % merchants);
-        Request {
-            topic: format!("wasmpay/v1/users/{u}/pay"),
-            payload: format!(
-                r#"{{"id":"{tag}-{k}","merchant":"{m}","amount":"{AMOUNT}","currency":"{CURRENCY}"}}"#
-            )
-            .into_bytes(),
-            reply_base: format!("wasmpay/v1/users/{u}/replies"),
-        }
+        pay(&tag, k, &user(k % users), &m, AMOUNT, "")
+    })
+}
+
+/// Payment `k`: user `k % users` pays `amount` to `payees[k % payees.len()]`,
+/// a merchant name and, if any, the `metadata["mode"]` its rules read.
+pub fn payments_to(
+    tag: &str,
+    users: u64,
+    amount: &'static str,
+    payees: Vec<(String, Option<String>)>,
+) -> Generator {
+    let tag = tag.to_owned();
+    let users = users.max(1);
+    let payees: Vec<(String, String)> = payees
+        .into_iter()
+        .map(|(m, mode)| {
+            let metadata = mode
+                .map(|mode| format!(r#","metadata":{{"mode":"{mode}"}}"#))
+                .unwrap_or_default();
+            (m, metadata)
+        })
+        .collect();
+    Arc::new(move |k| {
+        let (m, metadata) = &payees[(k % payees.len() as u64) as usize];
+        pay(&tag, k, &user(k % users), m, amount, metadata)
     })
 }
 
@@ -159,5 +241,20 @@ mod tests {
         };
         assert_eq!(owner(1), json!({"user": "u1"}));
         assert_eq!(owner(2), json!({"merchant": "m0"}));
+    }
+
+    #[test]
+    fn a_payment_to_a_named_merchant_carries_its_mode() {
+        let payees = vec![
+            ("h-a".to_owned(), Some("negative_fee".to_owned())),
+            ("h-b".to_owned(), None),
+        ];
+        let pay = payments_to("t", 10, "12.00", payees);
+        let body = |k| serde_json::from_slice::<serde_json::Value>(&pay(k).payload).unwrap();
+        assert_eq!(body(2)["merchant"], "h-a");
+        assert_eq!(body(2)["metadata"], json!({"mode": "negative_fee"}));
+        assert_eq!(body(2)["amount"], "12.00");
+        assert_eq!(body(3)["merchant"], "h-b");
+        assert!(body(3).get("metadata").is_none());
     }
 }

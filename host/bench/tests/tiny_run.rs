@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use wasmpay_bench::load::Pacing;
 use wasmpay_bench::server::Variant;
-use wasmpay_bench::{Bench, world};
+use wasmpay_bench::{Bench, neighbour, world};
 
 fn runtime(name: &str) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -103,4 +103,56 @@ fn an_open_loop_run_answers_every_payment_and_a_seeded_daemon_restarts() {
         assert!(to_first_reply < Duration::from_secs(120));
         server.stop().await.expect("stops again");
     });
+}
+
+#[test]
+fn hostile_neighbours_are_declined_with_their_codes_and_quarantined_only_when_on() {
+    let broker = wasmpay_tests::Mosquitto::start();
+    let data = tempfile::tempdir().expect("temp dir");
+    let servers = runtime("server");
+    let clients = runtime("load");
+    let bench = Bench::new(
+        broker.address(),
+        servers.handle().clone(),
+        data.path().to_owned(),
+        2,
+        16,
+        false,
+    );
+    let options = neighbour::Options {
+        users: 10,
+        merchants: 2,
+        payments: 200,
+        rate_per_s: Some(200.0),
+        percent_of_peak: 50.0,
+        share_percent: 50.0,
+        seconds: 1.0,
+        rounds: 1,
+        neighbour_clients: 1,
+        quarantine: vec![3, 0],
+    };
+    let conditions = clients
+        .block_on(neighbour::measure(&bench, &options))
+        .expect("the stage runs");
+    for condition in &conditions {
+        for run in condition.open.iter().chain(&condition.closed) {
+            assert!(
+                run.good.complete(),
+                "{}: {:?}",
+                run.good.label,
+                run.good.failures
+            );
+            if let Some(n) = &run.neighbour {
+                assert_eq!(run.as_expected, n.expected, "{}", n.label);
+            }
+        }
+        let quarantined: u64 = condition.counts.iter().map(|c| c.quarantined).sum();
+        let others: u64 = condition.counts.iter().map(|c| c.other.len() as u64).sum();
+        assert_eq!(others, 0, "{:?}", condition.counts);
+        if condition.quarantine_max == 0 {
+            assert_eq!(quarantined, 0);
+        } else {
+            assert!(quarantined > 0, "{:?}", condition.counts);
+        }
+    }
 }
