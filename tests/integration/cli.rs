@@ -214,6 +214,79 @@ async fn a_shell_user_opens_accounts_deposits_pays_and_reads_the_balance() {
     daemon.stop().await;
 }
 
+/// The real `wasmpay run` as an operator starts it, logging JSON to stderr;
+/// its lines are read after it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemons_log_names_the_request_behind_each_line() {
+    let broker = TestBroker::start();
+    let b = broker.address();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_wasmpay-e2e"))
+        .arg("run")
+        .env("WASMPAY__BROKER__ADDRESS", &b)
+        .env(
+            "WASMPAY__BROKER__CLIENT_ID",
+            format!("wasmpay-log-{}", broker.port),
+        )
+        .env("WASMPAY__LEDGER__PATH", dir.path().join("wasmpay.db"))
+        .env("WASMPAY__LOG__FORMAT", "json")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start wasmpay run");
+    for _ in 0..200 {
+        if wasmpay(&b, &["status", "--timeout-ms", "1000"]).await.code == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    expect(
+        &wasmpay(&b, &["open-account", "--user", "alice", "EUR"]).await,
+        0,
+    );
+    expect(
+        &wasmpay(&b, &["open-account", "--merchant", "m-shop", "EUR"]).await,
+        0,
+    );
+    let args = [
+        "pay",
+        "--user",
+        "alice",
+        "--merchant",
+        "m-shop",
+        "5.00",
+        "EUR",
+        "--id",
+        "log-1",
+    ];
+    expect(&wasmpay(&b, &args).await, 1);
+
+    // SIGTERM: a clean stop, then the whole log.
+    let pid = daemon.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    assert!(killed.is_ok_and(|s| s.success()));
+    let output = tokio::task::spawn_blocking(move || daemon.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wasmpay run exits");
+    assert!(output.status.success(), "{output:?}");
+    let log = String::from_utf8_lossy(&output.stderr);
+    // The refusal is logged by the ledger writer, on its own thread, inside
+    // the span prepare opened for the request.
+    let refused: Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["fields"]["code"] == "insufficient_funds")
+        .unwrap_or_else(|| panic!("no refusal logged:\n{log}"));
+    assert_eq!(refused["span"]["id"], "log-1", "{refused}");
+    assert_eq!(refused["span"]["principal"], "user alice", "{refused}");
+    assert_eq!(refused["span"]["merchant"], "m-shop", "{refused}");
+    assert_eq!(refused["span"]["command"], "pay", "{refused}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_and_declines_exit_1_naming_their_code() {
     let broker = TestBroker::start();

@@ -25,6 +25,7 @@ use wasmpay_protocol::{
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::mqtt::{Inbound, Outbound};
+use tracing::Instrument as _;
 
 /// The topics the daemon subscribes to.
 pub const SUBSCRIPTIONS: &[&str] = &wasmpay_protocol::SUBSCRIPTIONS;
@@ -201,6 +202,9 @@ pub struct Ready {
     pub request: Request,
     pub reply: ReplyTo,
     pub work: Work,
+    /// The request's span (`id`, `principal`, `command`, `merchant`): every
+    /// stage that handles it logs inside it, the writer thread included.
+    pub span: tracing::Span,
 }
 
 /// What the writer must do for a request.
@@ -262,12 +266,28 @@ pub async fn prepare(shared: &Arc<Shared>, message: &Inbound) -> Prepared {
         }
     };
     let reply = ReplyTo::for_message(message, &request.principal);
-    let span = tracing::debug_span!("request", id = %request.id, principal = ?request.principal, command = request.command.name());
-    let _guard = span.enter();
+    // INFO, so that the warnings and errors of a request name it.
+    let span = tracing::info_span!(
+        "request",
+        id = %request.id,
+        principal = %request.principal,
+        command = request.command.name(),
+        merchant = tracing::field::Empty,
+    );
+    if let Some(merchant) = merchant_of(&request) {
+        span.record("merchant", tracing::field::display(merchant));
+    }
     let at_ms = now_ms();
-    let work = match prepare_work(shared, &request, at_ms).await {
+    // Instrumented, not entered: the future awaits plugin calls, and a
+    // guard held across them would lend this span to whatever else the
+    // thread polls meanwhile.
+    let work = match prepare_work(shared, &request, at_ms)
+        .instrument(span.clone())
+        .await
+    {
         Ok(work) => work,
         Err(failure) => {
+            let _in = span.enter();
             tracing::info!(code = failure.code, message = %failure.message, "request refused before the ledger");
             shared.metrics.message(request.command.name(), failure.code);
             return Prepared::Answer(vec![reply.send(encode_error(
@@ -282,7 +302,19 @@ pub async fn prepare(shared: &Arc<Shared>, message: &Inbound) -> Prepared {
         request,
         reply,
         work,
+        span,
     }))
+}
+
+/// The merchant a request concerns: the payee of a payment or hold, or the
+/// merchant asking.
+fn merchant_of(request: &Request) -> Option<&MerchantId> {
+    match (&request.principal, &request.command) {
+        (_, Command::Pay(pay)) => Some(&pay.merchant),
+        (_, Command::Authorize(auth)) => Some(&auth.payment.merchant),
+        (Principal::Merchant(merchant), _) => Some(merchant),
+        _ => None,
+    }
 }
 
 /// A request refused before it reached the ledger.

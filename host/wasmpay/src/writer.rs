@@ -153,20 +153,23 @@ impl Writer {
                     }
                     Vec::new()
                 }
-                Prepared::Ready(ready) => match &ready.work {
-                    Work::Apply(op) => {
-                        let result = results.next().ok_or_else(|| {
-                            anyhow::anyhow!("ledger returned fewer results than operations")
-                        })?;
-                        log_result(&ready, &result);
-                        self.shared
-                            .metrics
-                            .message(ready.request.command.name(), outcome_label(&result));
-                        replies::for_op(&self.reader, &ready, op, &result)
+                Prepared::Ready(ready) => {
+                    let _in = ready.span.enter();
+                    match &ready.work {
+                        Work::Apply(op) => {
+                            let result = results.next().ok_or_else(|| {
+                                anyhow::anyhow!("ledger returned fewer results than operations")
+                            })?;
+                            log_result(&result);
+                            self.shared
+                                .metrics
+                                .message(ready.request.command.name(), outcome_label(&result));
+                            replies::for_op(&self.reader, &ready, op, &result)
+                        }
+                        Work::Read => vec![self.read(&ready)],
+                        Work::Upload(compiled) => vec![self.upload(&ready, compiled)],
                     }
-                    Work::Read => vec![self.read(&ready)],
-                    Work::Upload(compiled) => vec![self.upload(&ready, compiled)],
-                },
+                }
             };
             answered.push((message, out));
         }
@@ -380,18 +383,19 @@ fn outcome_label(result: &OpResult) -> &'static str {
     }
 }
 
-fn log_result(ready: &Ready, result: &OpResult) {
+/// Logs inside the request's span, which names it.
+fn log_result(result: &OpResult) {
     match result {
         OpResult::Done { outcome, replayed } => match outcome {
             wasmpay_ledger::Outcome::Applied(receipt) => {
-                tracing::debug!(id = %ready.request.id, seq = receipt.seq, replayed, "applied");
+                tracing::debug!(seq = receipt.seq, replayed, "applied");
             }
             wasmpay_ledger::Outcome::Refused(refusal) => {
-                tracing::info!(id = %ready.request.id, code = refusal.code(), replayed, "refused: {refusal}");
+                tracing::info!(code = refusal.code(), replayed, "refused: {refusal}");
             }
         },
         OpResult::Conflict { differing } => {
-            tracing::info!(id = %ready.request.id, ?differing, "conflicting retry");
+            tracing::info!(?differing, "conflicting retry");
         }
     }
 }
