@@ -658,20 +658,6 @@ async fn a_plugin_hot_swap_under_traffic_loses_no_decision() {
     daemon.stop().await;
 }
 
-async fn http_get(address: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connect");
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
-    response
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_outcomes_and_health_follows_the_broker() {
     let broker = TestBroker::start();
@@ -688,9 +674,9 @@ async fn metrics_count_outcomes_and_health_follows_the_broker() {
         "insufficient_funds"
     );
 
-    let health = http_get(&listen, "/health").await;
+    let health = wasmpay_tests::http_get(&listen, "/health").await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
-    let metrics = http_get(&listen, "/metrics").await;
+    let metrics = wasmpay_tests::http_get(&listen, "/metrics").await;
     for line in [
         r#"wasmpay_messages_total{command="pay",outcome="ok"} 1"#,
         r#"wasmpay_messages_total{command="pay",outcome="insufficient_funds"} 1"#,
@@ -704,7 +690,7 @@ async fn metrics_count_outcomes_and_health_follows_the_broker() {
     }
     drop(broker);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let health = http_get(&listen, "/health").await;
+    let health = wasmpay_tests::http_get(&listen, "/health").await;
     assert!(health.starts_with("HTTP/1.1 503"), "{health}");
     daemon.stop().await;
 }
@@ -722,7 +708,7 @@ async fn a_plugin_that_keeps_failing_is_quarantined_until_a_new_version() {
     })
     .await;
     let quarantined = async || {
-        let metrics = http_get(&listen, "/metrics").await;
+        let metrics = wasmpay_tests::http_get(&listen, "/metrics").await;
         metrics
             .lines()
             .find_map(|l| l.strip_prefix("wasmpay_plugins_quarantined "))

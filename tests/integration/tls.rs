@@ -155,7 +155,7 @@ impl TlsDaemon {
     async fn health_until(&self, done: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let response = http_get(&self.metrics, "/health").await;
+            let response = wasmpay_tests::http_get(&self.metrics, "/health").await;
             if done(&response) {
                 return response;
             }
@@ -175,21 +175,6 @@ impl TlsDaemon {
             .expect("daemon task")
             .expect("daemon exits cleanly");
     }
-}
-
-/// The response to a plain HTTP GET, or an empty string while nothing
-/// listens yet.
-async fn http_get(address: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut stream) = tokio::net::TcpStream::connect(address).await else {
-        return String::new();
-    };
-    let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
-    let mut response = String::new();
-    if stream.write_all(request.as_bytes()).await.is_ok() {
-        let _ = stream.read_to_string(&mut response).await;
-    }
-    response
 }
 
 /// Sends one request as `client`, retrying while the daemon has not

@@ -402,3 +402,18 @@ impl V311Client {
         }
     }
 }
+
+/// `GET path` from the daemon's metrics listener at `address`: the whole
+/// response, status line first, or an empty string if nothing answers.
+pub async fn http_get(address: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(address).await else {
+        return String::new();
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
+    let mut response = String::new();
+    if stream.write_all(request.as_bytes()).await.is_ok() {
+        let _ = stream.read_to_string(&mut response).await;
+    }
+    response
+}
