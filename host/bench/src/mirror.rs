@@ -202,10 +202,20 @@ fn ready_payment(
             decision: decided,
         },
     };
+    // The span the daemon's `handlers::prepare` gives every request (off in
+    // the bench, whose subscriber listens to two events only).
+    let span = tracing::info_span!(
+        "request",
+        id = %request.id,
+        principal = %request.principal,
+        command = request.command.name(),
+        merchant = %pay.merchant,
+    );
     Prepared::Ready(Box::new(Ready {
         reply: reply_to(message, &request.principal),
         request,
         work: Work::Apply(Box::new(op)),
+        span,
     }))
 }
 
