@@ -114,6 +114,12 @@ struct Cli {
     /// in turn (default: the daemon's default, then 0 = never).
     #[arg(long, value_delimiter = ',')]
     neighbour_quarantine: Vec<u32>,
+    /// Hostile neighbour: only these hostile merchants (comma-separated
+    /// case names: loop, memory_bomb, recursion, panic, giant_output,
+    /// log_spam, negative_fee, fee_above_amount, wrong_currency,
+    /// split_to_other_merchant, splits_above_amount; default all).
+    #[arg(long, value_delimiter = ',')]
+    neighbour_cases: Vec<String>,
     /// Hostile neighbour: calls of each hostile plugin alone, for its cost.
     #[arg(long, default_value_t = 50)]
     neighbour_cost_calls: u32,
@@ -207,6 +213,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             STAGES.contains(&stage.as_str()),
             "--only {stage}: expected some of {}",
             STAGES.join(", ")
+        );
+    }
+    for name in &cli.neighbour_cases {
+        anyhow::ensure!(
+            neighbour::CASES.iter().any(|c| c.name == name),
+            "--neighbour-cases {name}: expected some of {}",
+            neighbour::CASES.map(|c| c.name).join(", ")
         );
     }
     let wanted: BTreeSet<&str> = if cli.only.is_empty() {
@@ -415,6 +428,13 @@ async fn measure(
             } else {
                 cli.neighbour_quarantine.clone()
             },
+            cases: neighbour::CASES
+                .into_iter()
+                .filter(|c| {
+                    cli.neighbour_cases.is_empty()
+                        || cli.neighbour_cases.iter().any(|n| n == c.name)
+                })
+                .collect(),
         };
         report.neighbour = neighbour::measure(bench, &options).await?;
         report.neighbour_options = Some(options);

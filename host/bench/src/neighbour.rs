@@ -170,6 +170,8 @@ pub struct Options {
     pub neighbour_clients: usize,
     /// `plugin_failures_quarantine_max` of each daemon, in turn.
     pub quarantine: Vec<u32>,
+    /// The hostile merchants (by default all of [`CASES`]).
+    pub cases: Vec<Case>,
 }
 
 /// What runs beside the good load.
@@ -249,7 +251,7 @@ async fn condition(
         .ready_with(Variant::Wasmpay, config, options.users, options.merchants)
         .await?;
     bench
-        .open_merchants(CASES.iter().map(merchant).collect())
+        .open_merchants(options.cases.iter().map(merchant).collect())
         .await?;
 
     let warm = good_closed(bench, options).await?;
@@ -258,7 +260,8 @@ async fn condition(
         .rate_per_s
         .unwrap_or(peak * options.percent_of_peak / 100.0);
     let neighbour_rate = rate * options.share_percent / 100.0;
-    let mut counts: Vec<CaseCount> = CASES
+    let mut counts: Vec<CaseCount> = options
+        .cases
         .iter()
         .map(|&case| CaseCount {
             case,
@@ -364,7 +367,9 @@ async fn run(
     if arm == Arm::Hostile {
         // Fresh versions: a quarantine of the last run's does not carry
         // over, so every hostile run meets the plugins before quarantine.
-        bench.upload_plugins(hostile_uploads()).await?;
+        bench
+            .upload_plugins(hostile_uploads(&options.cases))
+            .await?;
     }
     let tag = bench.fresh_tag("nn");
     let neighbour = match arm {
@@ -373,7 +378,8 @@ async fn run(
             &tag,
             options.users,
             AMOUNT,
-            CASES
+            options
+                .cases
                 .iter()
                 .map(|case| (merchant(case), case.mode.map(str::to_owned)))
                 .collect(),
@@ -426,9 +432,9 @@ async fn run(
     })
 }
 
-/// Every hostile merchant uploads its fixture.
-fn hostile_uploads() -> Vec<world::PluginUpload> {
-    CASES
+/// Every hostile merchant of `cases` uploads its fixture.
+fn hostile_uploads(cases: &[Case]) -> Vec<world::PluginUpload> {
+    cases
         .iter()
         .map(|case| world::PluginUpload {
             merchant: merchant(case),
@@ -779,8 +785,13 @@ pub fn markdown(options: &Options, conditions: &[Condition], costs: &[Cost]) -> 
                 fmt_ms(cost.p99)
             );
         }
-        let per_payment: f64 =
-            costs.iter().map(|c| c.p50.as_secs_f64()).sum::<f64>() / costs.len().max(1) as f64;
+        // The mean over the merchants the neighbour pays round-robin.
+        let paid: Vec<f64> = costs
+            .iter()
+            .filter(|c| options.cases.iter().any(|o| o.name == c.case.name))
+            .map(|c| c.p50.as_secs_f64())
+            .collect();
+        let per_payment = paid.iter().sum::<f64>() / paid.len().max(1) as f64;
         let _ = writeln!(out);
         if let Some(c) = conditions.first() {
             let _ = writeln!(
