@@ -166,9 +166,9 @@ impl<T: Rules> bindings::exports::wasmpay::plugin::rules::Guest for T {
 
 /// Exports a type that implements [`Rules`] as the component's
 /// `wasmpay:plugin/rules` interface. Invoke it once, at the plugin's crate
-/// root:
+/// root (the examples in `plugins/examples/` show it whole):
 ///
-/// ```ignore
+/// ```text
 /// wasmpay_plugin_sdk::export_rules!(MyRules);
 /// ```
 #[macro_export]
