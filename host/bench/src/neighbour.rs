@@ -307,7 +307,7 @@ async fn condition(
     }
     let mut closed = Vec::new();
     for round in 1..=options.rounds {
-        for arm in [Arm::Alone, Arm::Hostile] {
+        for arm in [Arm::Alone, Arm::Hostile, Arm::Polite] {
             // The neighbour's stream outlasts the good run it accompanies.
             let seconds = options.payments as f64 / peak.max(1.0) * 1.5;
             let neighbour_total = ((neighbour_rate * seconds) as u64).max(1);
@@ -588,15 +588,6 @@ fn decided_code(
     }
 }
 
-/// `new / old` as a ratio, or `-` when there is nothing to compare.
-fn ratio(new: f64, old: f64) -> String {
-    if old > 0.0 {
-        format!("{:.2}", new / old)
-    } else {
-        "-".to_owned()
-    }
-}
-
 fn run_row(run: &Run) -> String {
     let good = &run.good;
     let neighbour = match &run.neighbour {
@@ -634,52 +625,113 @@ fn run_row(run: &Run) -> String {
     )
 }
 
-/// Each run of `arm` against the `alone` run of its round: throughput and
-/// p99 ratios.
-fn ratios(runs: &[Run], arm: Arm) -> Vec<(u32, f64, f64)> {
-    runs.iter()
-        .filter(|r| r.arm == arm)
-        .filter_map(|r| {
-            let alone = runs
-                .iter()
-                .find(|a| a.arm == Arm::Alone && a.round == r.round)?;
-            let p99 = |o: &Outcome| o.at(0.99).as_secs_f64();
-            Some((
-                r.round,
-                r.good.throughput() / alone.good.throughput().max(1e-9),
-                p99(&r.good) / p99(&alone.good).max(1e-9),
-            ))
-        })
-        .collect()
+/// The good merchants' throughput and p99 in `run` over those in `base`.
+fn ratios(run: &Run, base: &Run) -> (f64, f64) {
+    let p99 = |o: &Outcome| o.at(0.99).as_secs_f64();
+    (
+        run.good.throughput() / base.good.throughput().max(1e-9),
+        p99(&run.good) / p99(&base.good).max(1e-9),
+    )
 }
 
-fn ratio_lines(out: &mut String, runs: &[Run], arms: &[Arm]) {
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
+/// Per round, each neighbour's run against the `alone` run of its round
+/// (and hostile against polite: the hostility's own price), the median
+/// over rounds, and the verdict against issue 6's 10%.
+fn ratio_table(out: &mut String, runs: &[Run]) {
     use std::fmt::Write as _;
-    for &arm in arms {
-        for (round, throughput, p99) in ratios(runs, arm) {
-            let within = if (throughput - 1.0).abs() <= 0.10 && p99 <= 1.10 {
+    let find = |arm: Arm, round: u32| runs.iter().find(|r| r.arm == arm && r.round == round);
+    let polite = runs.iter().any(|r| r.arm == Arm::Polite);
+    let rounds: Vec<u32> = runs
+        .iter()
+        .filter(|r| r.arm == Arm::Alone)
+        .map(|r| r.round)
+        .collect();
+    let mut columns: [Vec<f64>; 6] = Default::default();
+    let _ = writeln!(
+        out,
+        "| round | hostile / alone: payments/s | p99 |{}",
+        if polite {
+            " polite / alone: payments/s | p99 | hostile / polite: payments/s | p99 |"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        out,
+        "| --- | --- | --- |{}",
+        if polite {
+            " --- | --- | --- | --- |"
+        } else {
+            ""
+        }
+    );
+    for &round in &rounds {
+        let Some(alone) = find(Arm::Alone, round) else {
+            continue;
+        };
+        let mut cells = Vec::new();
+        if let Some(hostile) = find(Arm::Hostile, round) {
+            let (t, p) = ratios(hostile, alone);
+            columns[0].push(t);
+            columns[1].push(p);
+            cells.extend([format!("{t:.2}"), format!("{p:.2}")]);
+        }
+        if polite && let Some(polite) = find(Arm::Polite, round) {
+            let (t, p) = ratios(polite, alone);
+            columns[2].push(t);
+            columns[3].push(p);
+            cells.extend([format!("{t:.2}"), format!("{p:.2}")]);
+            if let Some(hostile) = find(Arm::Hostile, round) {
+                let (t, p) = ratios(hostile, polite);
+                columns[4].push(t);
+                columns[5].push(p);
+                cells.extend([format!("{t:.2}"), format!("{p:.2}")]);
+            }
+        }
+        let _ = writeln!(out, "| {round} | {} |", cells.join(" | "));
+    }
+    let medians: Vec<String> = columns[..if polite { 6 } else { 2 }]
+        .iter()
+        .map(|c| median(c.clone()).map_or("-".to_owned(), |m| format!("**{m:.2}**")))
+        .collect();
+    let _ = writeln!(out, "| median | {} |", medians.join(" | "));
+    let _ = writeln!(out);
+    if let (Some(t), Some(p)) = (median(columns[0].clone()), median(columns[1].clone())) {
+        let within = (t - 1.0).abs() <= 0.10 && p <= 1.10;
+        let _ = writeln!(
+            out,
+            "Good merchants beside the hostile ones, median over {} rounds: payments/s {t:.2}, p99 {p:.2} of alone: {}.",
+            rounds.len(),
+            if within {
                 "within 10%"
             } else {
                 "NOT within 10%"
-            };
-            let _ = writeln!(
-                out,
-                "- {} / alone, round {round}: throughput {throughput:.2}, p99 {p99:.2} ({within})",
-                arm.name()
-            );
-        }
+            }
+        );
     }
-    let alone: Vec<&Run> = runs.iter().filter(|r| r.arm == Arm::Alone).collect();
-    if let [first, .., last] = alone.as_slice() {
+    let noise: Vec<String> = rounds
+        .iter()
+        .skip(1)
+        .filter_map(|&round| {
+            let (t, p) = ratios(find(Arm::Alone, round)?, find(Arm::Alone, rounds[0])?);
+            Some(format!("round {round}: payments/s {t:.2}, p99 {p:.2}"))
+        })
+        .collect();
+    if !noise.is_empty() {
         let _ = writeln!(
             out,
-            "- noise: alone {} / alone 1: throughput {}, p99 {}",
-            last.round,
-            ratio(last.good.throughput(), first.good.throughput()),
-            ratio(
-                last.good.at(0.99).as_secs_f64(),
-                first.good.at(0.99).as_secs_f64()
-            )
+            "Noise, alone against alone of round 1: {}.",
+            noise.join("; ")
         );
     }
 }
@@ -713,7 +765,7 @@ pub fn markdown(options: &Options, conditions: &[Condition], costs: &[Cost]) -> 
             let _ = writeln!(out, "{}", run_row(run));
         }
         let _ = writeln!(out);
-        ratio_lines(&mut out, &c.open, &[Arm::Hostile, Arm::Polite]);
+        ratio_table(&mut out, &c.open);
         let _ = writeln!(out);
         let _ = writeln!(
             out,
@@ -726,7 +778,7 @@ pub fn markdown(options: &Options, conditions: &[Condition], costs: &[Cost]) -> 
             let _ = writeln!(out, "{}", run_row(run));
         }
         let _ = writeln!(out);
-        ratio_lines(&mut out, &c.closed, &[Arm::Hostile]);
+        ratio_table(&mut out, &c.closed);
         let _ = writeln!(out);
         let _ = writeln!(
             out,
@@ -793,7 +845,8 @@ pub fn markdown(options: &Options, conditions: &[Condition], costs: &[Cost]) -> 
             .collect();
         let per_payment = paid.iter().sum::<f64>() / paid.len().max(1) as f64;
         let _ = writeln!(out);
-        if let Some(c) = conditions.first() {
+        let off = conditions.iter().find(|c| c.quarantine_max == 0);
+        if let Some(c) = off.or(conditions.first()) {
             let _ = writeln!(
                 out,
                 "Without quarantine, the neighbour's {:.0} payments/s cost the plugin workers about {:.0} ms of CPU a second ({:.2} ms per hostile payment at p50).",
