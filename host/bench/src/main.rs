@@ -120,6 +120,10 @@ struct Cli {
     /// split_to_other_merchant, splits_above_amount; default all).
     #[arg(long, value_delimiter = ',')]
     neighbour_cases: Vec<String>,
+    /// Hostile neighbour: the daemon's plugin worker threads (default: its
+    /// configuration's default).
+    #[arg(long)]
+    neighbour_plugin_workers: Option<usize>,
     /// Hostile neighbour: calls of each hostile plugin alone, for its cost.
     #[arg(long, default_value_t = 50)]
     neighbour_cost_calls: u32,
@@ -435,6 +439,7 @@ async fn measure(
                         || cli.neighbour_cases.iter().any(|n| n == c.name)
                 })
                 .collect(),
+            plugin_workers: cli.neighbour_plugin_workers,
         };
         report.neighbour = neighbour::measure(bench, &options).await?;
         report.neighbour_options = Some(options);

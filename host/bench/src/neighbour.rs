@@ -172,6 +172,9 @@ pub struct Options {
     pub quarantine: Vec<u32>,
     /// The hostile merchants (by default all of [`CASES`]).
     pub cases: Vec<Case>,
+    /// `pipeline.plugin_workers` of each daemon, if not the default: tells
+    /// whether a neighbour is held up by the worker count or by the CPU.
+    pub plugin_workers: Option<usize>,
 }
 
 /// What runs beside the good load.
@@ -221,6 +224,7 @@ pub struct CaseCount {
 #[derive(Debug)]
 pub struct Condition {
     pub quarantine_max: u32,
+    pub plugin_workers: usize,
     /// The first closed-loop run, good merchants alone (also a warm-up).
     pub peak: f64,
     pub rate: f64,
@@ -247,6 +251,10 @@ async fn condition(
     let tag = bench.fresh_tag("neighbour");
     let mut config = bench.config(&tag)?;
     config.pipeline.plugin_failures_quarantine_max = quarantine_max;
+    if let Some(workers) = options.plugin_workers {
+        config.pipeline.plugin_workers = workers;
+    }
+    let plugin_workers = config.pipeline.plugin_workers;
     let server = bench
         .ready_with(Variant::Wasmpay, config, options.users, options.merchants)
         .await?;
@@ -327,6 +335,7 @@ async fn condition(
     server.stop().await?;
     Ok(Condition {
         quarantine_max,
+        plugin_workers,
         peak,
         rate,
         neighbour_rate,
@@ -775,7 +784,8 @@ pub fn markdown(options: &Options, conditions: &[Condition], costs: &[Cost]) -> 
         };
         let _ = writeln!(
             out,
-            "Hostile neighbour, {title}: good closed-loop peak {:.0}/s; open loop at {:.0}/s for {} s; neighbour at {:.0}/s ({}% of the good rate), {} connections.",
+            "Hostile neighbour, {title}, {} plugin workers: good closed-loop peak {:.0}/s; open loop at {:.0}/s for {} s; neighbour at {:.0}/s ({}% of the good rate), {} connections.",
+            c.plugin_workers,
             c.peak,
             c.rate,
             options.seconds,

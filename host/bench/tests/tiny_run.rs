@@ -131,6 +131,7 @@ fn hostile_neighbours_are_declined_with_their_codes_and_quarantined_only_when_on
         neighbour_clients: 1,
         quarantine: vec![3, 0],
         cases: neighbour::CASES.to_vec(),
+        plugin_workers: None,
     };
     let conditions = clients
         .block_on(neighbour::measure(&bench, &options))
