@@ -389,8 +389,9 @@ async fn run(
     if arm == Arm::Hostile {
         // Fresh versions: a quarantine of the last run's does not carry
         // over, so every hostile run meets the plugins before quarantine.
+        let upload = bench.fresh_tag("hostile");
         bench
-            .upload_plugins(hostile_uploads(&options.cases))
+            .upload_plugins(hostile_uploads(&options.cases, &upload))
             .await?;
     }
     let tag = bench.fresh_tag("nn");
@@ -454,14 +455,17 @@ async fn run(
     })
 }
 
-/// Every hostile merchant of `cases` uploads its fixture.
-fn hostile_uploads(cases: &[Case]) -> Vec<world::PluginUpload> {
+/// Every hostile merchant of `cases` uploads its fixture, configured with
+/// `upload` (which no fixture reads): the daemon answers an upload of the
+/// active component with the active configuration with the active version,
+/// so the configuration must differ for the upload to be a new version.
+fn hostile_uploads(cases: &[Case], upload: &str) -> Vec<world::PluginUpload> {
     cases
         .iter()
         .map(|case| world::PluginUpload {
             merchant: merchant(case),
             wasm: case.wasm,
-            config: BTreeMap::new(),
+            config: BTreeMap::from([("bench_upload".to_owned(), upload.to_owned())]),
         })
         .collect()
 }
