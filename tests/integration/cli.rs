@@ -221,7 +221,7 @@ async fn the_daemons_log_names_the_request_behind_each_line() {
     let broker = TestBroker::start();
     let b = broker.address();
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_wasmpay-e2e"))
+    let daemon = std::process::Command::new(env!("CARGO_BIN_EXE_wasmpay-e2e"))
         .arg("run")
         .env("WASMPAY__BROKER__ADDRESS", &b)
         .env(
