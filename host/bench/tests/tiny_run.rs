@@ -17,20 +17,48 @@ fn runtime(name: &str) -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// A bench on a broker of its own, with 2 connections of 16 in flight; the
+/// fields after `clients` are kept only to live as long as the test.
+struct Tiny {
+    bench: Bench,
+    clients: tokio::runtime::Runtime,
+    _servers: tokio::runtime::Runtime,
+    _data: tempfile::TempDir,
+    _broker: wasmpay_tests::Mosquitto,
+}
+
+impl Tiny {
+    fn start() -> Self {
+        let broker = wasmpay_tests::Mosquitto::start();
+        let data = tempfile::tempdir().expect("temp dir");
+        let servers = runtime("server");
+        let bench = Bench::new(
+            broker.address(),
+            servers.handle().clone(),
+            data.path().to_owned(),
+            2,
+            16,
+            false,
+        );
+        Self {
+            bench,
+            clients: runtime("load"),
+            _servers: servers,
+            _data: data,
+            _broker: broker,
+        }
+    }
+}
+
 #[test]
 fn every_variant_answers_every_payment_ok() {
-    let broker = wasmpay_tests::Mosquitto::start();
-    let data = tempfile::tempdir().expect("temp dir");
-    let servers = runtime("server");
-    let clients = runtime("load");
-    let bench = Bench::new(
-        broker.address(),
-        servers.handle().clone(),
-        data.path().to_owned(),
-        2,
-        16,
-        false,
-    );
+    let Tiny {
+        bench,
+        clients,
+        _servers,
+        _data,
+        _broker,
+    } = Tiny::start();
     clients.block_on(async {
         for (variant, payments) in [
             (Variant::Ceiling, 200),
@@ -58,18 +86,13 @@ fn every_variant_answers_every_payment_ok() {
 
 #[test]
 fn an_open_loop_run_answers_every_payment_and_a_seeded_daemon_restarts() {
-    let broker = wasmpay_tests::Mosquitto::start();
-    let data = tempfile::tempdir().expect("temp dir");
-    let servers = runtime("server");
-    let clients = runtime("load");
-    let bench = Bench::new(
-        broker.address(),
-        servers.handle().clone(),
-        data.path().to_owned(),
-        2,
-        16,
-        false,
-    );
+    let Tiny {
+        bench,
+        clients,
+        _servers,
+        _data,
+        _broker,
+    } = Tiny::start();
     clients.block_on(async {
         let config = bench.config("seeded").expect("config");
         wasmpay_bench::seed_plugins(&config.ledger.path, config.plugins, 3).expect("seed");
@@ -107,18 +130,13 @@ fn an_open_loop_run_answers_every_payment_and_a_seeded_daemon_restarts() {
 
 #[test]
 fn hostile_neighbours_are_declined_with_their_codes_and_quarantined_only_when_on() {
-    let broker = wasmpay_tests::Mosquitto::start();
-    let data = tempfile::tempdir().expect("temp dir");
-    let servers = runtime("server");
-    let clients = runtime("load");
-    let bench = Bench::new(
-        broker.address(),
-        servers.handle().clone(),
-        data.path().to_owned(),
-        2,
-        16,
-        false,
-    );
+    let Tiny {
+        bench,
+        clients,
+        _servers,
+        _data,
+        _broker,
+    } = Tiny::start();
     let options = neighbour::Options {
         users: 10,
         merchants: 2,
