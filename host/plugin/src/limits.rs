@@ -71,9 +71,15 @@ pub struct Limits {
     /// host does on the plugin's behalf, so they are bounded separately from
     /// fuel, which does not count host work.
     pub activity_queries_max: u32,
-    /// Calls that may run at once when the pooling allocator is used (its
-    /// slots are reserved up front); 0 allocates each call's memory on demand
-    /// instead. A call that finds every slot busy fails with `plugin_busy`.
+    /// Calls that may run at once on the pooling allocator, whose slots
+    /// (memories, tables, instances) are reserved up front and reused from
+    /// call to call; 0 maps and unmaps each call's memory instead. A call
+    /// that finds every slot busy fails with `plugin_busy`, so the daemon
+    /// requires at least one slot per plugin worker. The default, 16, is on:
+    /// in the end-to-end benchmark the per-call `munmap` of the on-demand
+    /// scheme (with its TLB shootdowns across the daemon's threads) was a
+    /// third of each plugin call's CPU (`BENCHMARKS.md`). Each slot reserves
+    /// address space (about 4 GiB per memory, none of it committed).
     pub pooling_slots: u32,
 }
 
@@ -91,7 +97,7 @@ impl Default for Limits {
             config_entries_max: 64,
             config_bytes_max: 16 * KIB,
             activity_queries_max: 8,
-            pooling_slots: 0,
+            pooling_slots: 16,
         }
     }
 }

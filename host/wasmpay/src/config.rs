@@ -238,6 +238,13 @@ impl Config {
             self.pipeline.plugin_workers > 0,
             "pipeline.plugin_workers: must be at least 1",
         );
+        // Every worker may hold a slot at once; fewer slots would turn a
+        // busy moment into `plugin_busy` declines.
+        check(
+            self.plugins.pooling_slots == 0
+                || self.plugins.pooling_slots as usize >= self.pipeline.plugin_workers,
+            "plugins.pooling_slots: must be 0 (no pooling) or at least pipeline.plugin_workers",
+        );
         check(
             self.pipeline.batch_ops_max > 0,
             "pipeline.batch_ops_max: must be at least 1",
@@ -350,6 +357,24 @@ mod tests {
                 "{key} missing from {errors:#?}"
             );
         }
+    }
+
+    #[test]
+    fn pooling_needs_a_slot_per_plugin_worker_or_none_at_all() {
+        let text = |slots: u32, workers: usize| {
+            format!("[plugins]\npooling_slots = {slots}\n[pipeline]\nplugin_workers = {workers}\n")
+        };
+        let errors = Config::parse(&text(2, 4), no_env()).unwrap_err().0;
+        assert!(
+            errors.iter().any(|e| e.contains("plugins.pooling_slots")),
+            "{errors:#?}"
+        );
+        assert!(Config::parse(&text(4, 4), no_env()).is_ok());
+        assert!(Config::parse(&text(0, 4), no_env()).is_ok());
+        assert!(
+            Config::default().plugins.pooling_slots as usize
+                >= Config::default().pipeline.plugin_workers
+        );
     }
 
     #[test]

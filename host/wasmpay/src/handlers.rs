@@ -25,6 +25,7 @@ use wasmpay_protocol::{
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::mqtt::{Inbound, Outbound};
+use crate::workers::Workers;
 use tracing::Instrument as _;
 
 /// The topics the daemon subscribes to.
@@ -40,8 +41,9 @@ pub struct Shared {
     pub decode_limits: DecodeLimits,
     pub platform_fee: PlatformFee,
     pub quote_limits: QuoteLimits,
-    /// Bounds plugin calls and compiles running at once to the worker count.
-    workers: tokio::sync::Semaphore,
+    /// The threads that run plugin calls, the ledger reads around them and
+    /// upload compiles, `pipeline.plugin_workers` of them.
+    workers: Workers,
     pub started: Instant,
     pub metrics: Arc<Metrics>,
     quarantine: Quarantine,
@@ -129,7 +131,10 @@ impl Shared {
                 bps: config.fees.platform_fee_bps,
             },
             quote_limits: QuoteLimits::default(),
-            workers: tokio::sync::Semaphore::new(config.pipeline.plugin_workers),
+            workers: Workers::start(
+                config.pipeline.plugin_workers,
+                config.plugins.stack_bytes_max,
+            )?,
             started: Instant::now(),
             metrics: Arc::new(Metrics::default()),
             quarantine: Quarantine {
@@ -139,20 +144,13 @@ impl Shared {
         })
     }
 
-    /// Runs `work` on a blocking worker thread, at most `plugin_workers` at
+    /// Runs `work` on a plugin worker thread, at most `plugin_workers` at
     /// once.
     async fn on_worker<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, String> {
-        let _permit = self
-            .workers
-            .acquire()
-            .await
-            .map_err(|_| "shutting down".to_owned())?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| format!("worker failed: {e}"))
+        self.workers.run(work).await
     }
 }
 
@@ -385,10 +383,10 @@ async fn prepare_work(
                 metadata: pay.metadata.clone(),
                 decision: replayed_payment(),
             };
-            if !already_decided(shared, &principal, &request.id, &kind).await
-                && let OpKind::Payment { decision, .. } = &mut kind
-            {
-                *decision = decide_payment(shared, payer, &payment_id, pay, at_ms, false).await;
+            let seen = Seen::new(&principal, &request.id, &kind);
+            let decided = decide_payment(shared, payer, &payment_id, pay, at_ms, false, seen).await;
+            if let (Some(decided), OpKind::Payment { decision, .. }) = (decided, &mut kind) {
+                *decision = decided;
             }
             op(kind)
         }
@@ -408,10 +406,10 @@ async fn prepare_work(
                 expires_at_ms: at_ms.saturating_add(expires_in_s * 1_000),
                 expires_in_s: auth.expires_in_s,
             };
-            if !already_decided(shared, &principal, &request.id, &kind).await
-                && let OpKind::Authorize { decision, .. } = &mut kind
-            {
-                *decision = decide_payment(shared, payer, &payment_id, pay, at_ms, true).await;
+            let seen = Seen::new(&principal, &request.id, &kind);
+            let decided = decide_payment(shared, payer, &payment_id, pay, at_ms, true, seen).await;
+            if let (Some(decided), OpKind::Authorize { decision, .. }) = (decided, &mut kind) {
+                *decision = decided;
             }
             op(kind)
         }
@@ -504,25 +502,41 @@ fn replayed_payment() -> PaymentDecided {
     )
 }
 
-/// Whether `request` already has a stored outcome (or conflicts with one):
-/// then the merchant's plugin need not run again, as the writer answers
-/// from storage. A failed read only costs a plugin run.
-async fn already_decided(
-    shared: &Arc<Shared>,
-    principal: &wasmpay_ledger::Principal,
-    key: &wasmpay_domain::RequestId,
-    kind: &OpKind,
-) -> bool {
-    let (path, principal, key, fields) = (
-        shared.db_path.clone(),
-        principal.clone(),
-        key.clone(),
-        kind.fields(),
-    );
-    let found = shared
-        .on_worker(move || with_reader(&path, |reader| reader.lookup(&principal, &key, &fields)))
-        .await;
-    matches!(found, Ok(Ok(Ok(Some(_)))))
+/// A request id to look up before a plugin runs: when it already has a
+/// stored outcome, the merchant's plugin need not run again, as the writer
+/// answers from storage. The lookup runs on the worker thread, in the same
+/// hop as the plugin call. A failed read (or a conflict, which the writer
+/// reports) only costs a plugin run.
+struct Seen {
+    principal: wasmpay_ledger::Principal,
+    key: wasmpay_domain::RequestId,
+    fields: wasmpay_ledger::Fields,
+}
+
+impl Seen {
+    fn new(
+        principal: &wasmpay_ledger::Principal,
+        key: &wasmpay_domain::RequestId,
+        kind: &OpKind,
+    ) -> Self {
+        Self {
+            principal: principal.clone(),
+            key: key.clone(),
+            fields: kind.fields(),
+        }
+    }
+
+    /// Whether the ledger at `path` holds an outcome for this request.
+    fn decided(&self, path: &Path) -> bool {
+        matches!(
+            with_reader(path, |reader| reader.lookup(
+                &self.principal,
+                &self.key,
+                &self.fields
+            )),
+            Ok(Ok(Some(_)))
+        )
+    }
 }
 
 thread_local! {
@@ -569,7 +583,8 @@ impl HostQueries for Activity {
 
 /// The merchant's plugin decides, and the host checks its quote. A merchant
 /// with no plugin gets the default rules: approve with no lines. Any plugin
-/// failure is a decline with the failure's code.
+/// failure is a decline with the failure's code. `None` when `seen` finds
+/// the request already decided: the writer answers it from storage.
 async fn decide_payment(
     shared: &Arc<Shared>,
     payer: &UserId,
@@ -577,9 +592,15 @@ async fn decide_payment(
     pay: &wasmpay_protocol::command::Payment,
     at_ms: i64,
     is_authorization: bool,
-) -> PaymentDecided {
+    seen: Seen,
+) -> Option<PaymentDecided> {
     let Some(plugin) = shared.plugins.get(&pay.merchant) else {
-        return settle(shared, pay.amount, wasmpay_domain::Quote::default(), None);
+        return Some(settle(
+            shared,
+            pay.amount,
+            wasmpay_domain::Quote::default(),
+            None,
+        ));
     };
     let input = PaymentInput {
         payment_id: payment_id.clone(),
@@ -594,23 +615,27 @@ async fn decide_payment(
     let worker = shared.clone();
     let plugin_ref = plugin.plugin_ref().clone();
     if shared.quarantine.is_quarantined(&pay.merchant, &plugin_ref) {
-        return declined(
+        return Some(declined(
             "plugin_quarantined",
             "the merchant's rules failed repeatedly and are suspended until the merchant uploads or activates a version",
             Some(plugin_ref),
-        );
+        ));
     }
     let call = shared
         .on_worker(move || {
+            if seen.decided(&worker.db_path) {
+                return None;
+            }
             let queries = Arc::new(Activity {
                 db_path: worker.db_path.clone(),
                 merchant: input.merchant.clone(),
                 payer: input.payer.clone(),
                 at_ms,
             });
-            worker.runtime.decide_payment(&plugin, queries, &input)
+            Some(worker.runtime.decide_payment(&plugin, queries, &input))
         })
-        .await;
+        .await
+        .transpose()?;
     // A transient failure (a busy pool, a failed ledger read) is the
     // host's, not the plugin's.
     let trapped = matches!(&call, Ok(Err(e)) if !e.is_transient());
@@ -620,7 +645,7 @@ async fn decide_payment(
     shared
         .quarantine
         .record(&pay.merchant, &plugin_ref, failed, &shared.metrics);
-    decided
+    Some(decided)
 }
 
 fn decide_from(
@@ -717,46 +742,47 @@ async fn decide_refund(
             plugin: None,
         });
     };
-    let path = shared.db_path.clone();
     let (merchant_id, payment_id) = (merchant.clone(), refund.payment_id.clone());
-    let info = shared
-        .on_worker(move || with_reader(&path, |r| r.payment(&merchant_id, &payment_id)))
-        .await
-        .and_then(|r| r)
-        .map_err(|e| Failure::new("unavailable", e))?
-        .map_err(|e| Failure::new("unavailable", e.to_string()))?;
-    // An unknown payment is the ledger's to refuse, with its own code.
-    let Some(info) = info else {
-        return Ok(RefundDecided::Allowed {
-            fee: None,
-            plugin: None,
-        });
-    };
-    let input = RefundInput {
-        payment_id: refund.payment_id.clone(),
-        merchant: merchant.clone(),
-        payer: info.payer.clone(),
-        captured: info.captured,
-        refunded: info.refunded,
-        amount: refund.amount,
-        reason: refund.reason.clone(),
-        received_at_ms: at_ms,
-        captured_at_ms: info.captured_at_ms.unwrap_or(info.created_at_ms),
-    };
+    let (amount, reason) = (refund.amount, refund.reason.clone());
     let worker = shared.clone();
     let plugin_ref = plugin.plugin_ref().clone();
+    // The payment's read and the plugin call share one worker hop.
     let call = shared
         .on_worker(move || {
+            let info = with_reader(&worker.db_path, |r| r.payment(&merchant_id, &payment_id))?
+                .map_err(|e| e.to_string())?;
+            // An unknown payment is the ledger's to refuse, with its own code.
+            let Some(info) = info else {
+                return Ok(None);
+            };
+            let input = RefundInput {
+                payment_id,
+                merchant: merchant_id,
+                payer: info.payer.clone(),
+                captured: info.captured,
+                refunded: info.refunded,
+                amount,
+                reason,
+                received_at_ms: at_ms,
+                captured_at_ms: info.captured_at_ms.unwrap_or(info.created_at_ms),
+            };
             let queries = Arc::new(Activity {
                 db_path: worker.db_path.clone(),
                 merchant: input.merchant.clone(),
                 payer: input.payer.clone(),
                 at_ms,
             });
-            worker.runtime.decide_refund(&plugin, queries, &input)
+            Ok(Some(worker.runtime.decide_refund(&plugin, queries, &input)))
         })
         .await
+        .and_then(|r| r)
         .map_err(|e| Failure::new("unavailable", e))?;
+    let Some(call) = call else {
+        return Ok(RefundDecided::Allowed {
+            fee: None,
+            plugin: None,
+        });
+    };
     Ok(match call {
         Ok(called) => match called.value {
             RefundDecision::Allow { fee } => RefundDecided::Allowed {

@@ -15,6 +15,7 @@
 //! - `wasmpay_ledger`: accounts, postings, idempotency records and the plugin
 //!   registry (the only code that knows SQL).
 //! - [`writer`]: the thread that owns the ledger's write connection.
+//! - `workers`: the threads that run plugin calls and the reads around them.
 //! - `replies`: ledger outcomes to reply and notification payloads.
 //! - [`config`]: the TOML file and environment overrides.
 
@@ -27,6 +28,7 @@ pub mod mqtt;
 pub mod pipeline;
 mod replies;
 pub mod tls;
+mod workers;
 pub mod writer;
 
 pub use config::Config;

@@ -4,7 +4,7 @@
 //! request gets byte for byte the reply the first delivery got.
 
 use wasmpay_domain::{Currency, Money, RequestId, SubAccount};
-use wasmpay_ledger::{Effect, Op, OpKind, OpResult, Outcome, Owner, Reader, Refusal};
+use wasmpay_ledger::{Effect, Ledger, Op, OpKind, OpResult, Outcome, Owner, Reader, Refusal};
 use wasmpay_protocol::reply::{
     AccountBalance, BalanceResult, CaptureResult, DepositResult, EntryKind, HistoryEntry,
     HistoryResult, OpenAccountResult, Party, PayoutResult, PluginListResult, PluginUploadResult,
@@ -20,7 +20,7 @@ use crate::mqtt::Outbound;
 
 /// The reply to an operation, and the merchant's notification when it
 /// concerns a payment.
-pub fn for_op(reader: &Reader, ready: &Ready, op: &Op, result: &OpResult) -> Vec<Outbound> {
+pub fn for_op(ledger: &Ledger, ready: &Ready, op: &Op, result: &OpResult) -> Vec<Outbound> {
     let id = &ready.request.id;
     let outcome = match result {
         OpResult::Conflict { differing } => {
@@ -81,7 +81,10 @@ pub fn for_op(reader: &Reader, ready: &Ready, op: &Op, result: &OpResult) -> Vec
         Outcome::Applied(receipt) => {
             let payment = op.kind.payment_id().and_then(|payment_id| {
                 let merchant = merchant_of(op)?;
-                reader.payment(&merchant, payment_id).ok().flatten()
+                // The writer's own connection: its page cache is warm, where
+                // a read connection would start a transaction and reread
+                // pages after every commit.
+                ledger.payment(&merchant, payment_id).ok().flatten()
             });
             let (payload, event) = applied(op, &receipt.effect, payment.as_ref());
             out.push(ready.reply.send(encode_ok(id, &payload)));

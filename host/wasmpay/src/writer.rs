@@ -164,7 +164,7 @@ impl Writer {
                             self.shared
                                 .metrics
                                 .message(ready.request.command.name(), outcome_label(&result));
-                            replies::for_op(&self.reader, &ready, op, &result)
+                            replies::for_op(&self.ledger, &ready, op, &result)
                         }
                         Work::Read => vec![self.read(&ready)],
                         Work::Upload(compiled) => vec![self.upload(&ready, compiled)],
