@@ -21,6 +21,12 @@ pub struct Point {
     pub p99_ms: f64,
     pub p999_ms: f64,
     pub max_ms: f64,
+    /// The daemon's group commits during the point: how many, and their
+    /// p99 and longest, in milliseconds (a stall in the writer holds every
+    /// reply queued behind it).
+    pub commits: u64,
+    pub commit_p99_ms: f64,
+    pub commit_max_ms: f64,
 }
 
 const WIDTH: f64 = 760.0;
@@ -223,6 +229,9 @@ mod tests {
                 p99_ms: 2.0 + f64::from(percent) / 10.0,
                 p999_ms: 5.0 + f64::from(percent) / 5.0,
                 max_ms: 40.0,
+                commits: 100,
+                commit_p99_ms: 3.0,
+                commit_max_ms: 30.0,
             })
             .collect();
         let svg = svg(&points, 3000.0, "test <run>");

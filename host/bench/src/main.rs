@@ -358,6 +358,7 @@ async fn measure(
                 let rate = peak * f64::from(percent) / 100.0;
                 let total = ((rate * cli.sweep_seconds) as u64).max(100);
                 let tag = bench.fresh_tag("s");
+                timings.start();
                 let outcome = bench
                     .drive(
                         &format!("wasmpay open {percent}%"),
@@ -367,6 +368,7 @@ async fn measure(
                         true,
                     )
                     .await?;
+                let recorded = timings.stop();
                 anyhow::ensure!(
                     outcome.complete(),
                     "sweep at {percent}%: {} of {total} answered ok; {:?} {:?}",
@@ -382,6 +384,9 @@ async fn measure(
                     p99_ms: ms(outcome.at(0.99)),
                     p999_ms: ms(outcome.at(0.999)),
                     max_ms: ms(outcome.max()),
+                    commits: recorded.commit_us.len(),
+                    commit_p99_ms: recorded.commit_us.value_at_quantile(0.99) as f64 / 1_000.0,
+                    commit_max_ms: recorded.commit_us.max() as f64 / 1_000.0,
                 });
                 // Let any backlog drain before the next point.
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -634,12 +639,23 @@ fn print_report(cli: &Cli, report: &Report, elapsed: Duration) {
             report.peak.unwrap_or(0.0)
         );
         println!();
-        println!("| offered | offered/s | achieved/s | p50 | p99 | p99.9 | max |");
-        println!("| --- | --- | --- | --- | --- | --- | --- |");
+        println!(
+            "| offered | offered/s | achieved/s | p50 | p99 | p99.9 | max | commits | commit p99 | commit max |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         for p in &report.sweep {
             println!(
-                "| {}% | {:.0} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} ms |",
-                p.percent, p.offered, p.achieved, p.p50_ms, p.p99_ms, p.p999_ms, p.max_ms
+                "| {}% | {:.0} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} ms | {} | {:.1} ms | {:.1} ms |",
+                p.percent,
+                p.offered,
+                p.achieved,
+                p.p50_ms,
+                p.p99_ms,
+                p.p999_ms,
+                p.max_ms,
+                p.commits,
+                p.commit_p99_ms,
+                p.commit_max_ms
             );
         }
         if let Some(half) = report.sweep.iter().find(|p| p.percent == 50) {
