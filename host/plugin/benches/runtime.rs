@@ -10,9 +10,9 @@
 //! ```
 //!
 //! Schemes compared, each with a fresh instance per call unless it says so:
-//! - `on-demand`: the default engine; each call's memory is mapped on demand
+//! - `on-demand`: `pooling_slots = 0`; each call's memory is mapped on demand
 //!   (copy-on-write from the plugin's image).
-//! - `pooling`: the pooling allocator (`Limits::pooling_slots`), which keeps
+//! - `pooling`: the pooling allocator (`Limits::pooling_slots`, the default), which keeps
 //!   warm instance slots and resets them between calls (64 KiB of each in
 //!   place).
 //! - `reused instance`: one instance called again and again. Not isolated
@@ -290,7 +290,11 @@ fn main() {
     let backtrace = std::env::var("RUST_BACKTRACE").unwrap_or_else(|_| "unset".into());
     println!("RUST_BACKTRACE: {backtrace}; {CALLS} calls per row after {WARMUP} warm-up calls");
     let request = payment();
-    let on_demand = Runtime::new(Limits::default()).unwrap();
+    let on_demand = Runtime::new(Limits {
+        pooling_slots: 0,
+        ..Limits::default()
+    })
+    .unwrap();
     let pooling = Runtime::new(Limits {
         pooling_slots: 16,
         ..Limits::default()

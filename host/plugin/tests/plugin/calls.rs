@@ -159,6 +159,19 @@ fn a_memory_bomb_under_the_pooling_allocator_ends_at_the_memory_limit_too() {
 }
 
 #[test]
+fn a_memory_bomb_with_memory_mapped_per_call_ends_at_the_memory_limit_too() {
+    // The default is the pooling allocator; `pooling_slots = 0` is the
+    // other scheme an operator may choose.
+    let body = "(loop $more (br_if $more (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
+                (i32.const 256)";
+    let limits = Limits {
+        pooling_slots: 0,
+        ..Limits::default()
+    };
+    check_fault(limits, body, "plugin_memory_limit", &["16777216"]);
+}
+
+#[test]
 fn unbounded_recursion_ends_as_a_stack_overflow() {
     let body = "(drop (call $recurse (i32.const 0))) (i32.const 256)";
     check_fault(
