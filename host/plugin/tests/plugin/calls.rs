@@ -148,27 +148,18 @@ fn a_memory_bomb_ends_at_the_memory_limit_naming_it() {
 }
 
 #[test]
-fn a_memory_bomb_under_the_pooling_allocator_ends_at_the_memory_limit_too() {
+fn a_memory_bomb_ends_at_the_memory_limit_under_either_allocator() {
     let body = "(loop $more (br_if $more (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
                 (i32.const 256)";
-    let limits = Limits {
-        pooling_slots: 4,
-        ..Limits::default()
-    };
-    check_fault(limits, body, "plugin_memory_limit", &["16777216"]);
-}
-
-#[test]
-fn a_memory_bomb_with_memory_mapped_per_call_ends_at_the_memory_limit_too() {
-    // The default is the pooling allocator; `pooling_slots = 0` is the
-    // other scheme an operator may choose.
-    let body = "(loop $more (br_if $more (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
-                (i32.const 256)";
-    let limits = Limits {
-        pooling_slots: 0,
-        ..Limits::default()
-    };
-    check_fault(limits, body, "plugin_memory_limit", &["16777216"]);
+    // The pooling allocator with a small pool, and memory mapped per call
+    // (`pooling_slots = 0`), the scheme an operator may choose instead.
+    for pooling_slots in [4, 0] {
+        let limits = Limits {
+            pooling_slots,
+            ..Limits::default()
+        };
+        check_fault(limits, body, "plugin_memory_limit", &["16777216"]);
+    }
 }
 
 #[test]
