@@ -52,13 +52,8 @@ impl Tiny {
 
 #[test]
 fn every_variant_answers_every_payment_ok() {
-    let Tiny {
-        bench,
-        clients,
-        _servers,
-        _data,
-        _broker,
-    } = Tiny::start();
+    let tiny = Tiny::start();
+    let (bench, clients) = (&tiny.bench, &tiny.clients);
     clients.block_on(async {
         for (variant, payments) in [
             (Variant::Ceiling, 200),
@@ -86,13 +81,8 @@ fn every_variant_answers_every_payment_ok() {
 
 #[test]
 fn an_open_loop_run_answers_every_payment_and_a_seeded_daemon_restarts() {
-    let Tiny {
-        bench,
-        clients,
-        _servers,
-        _data,
-        _broker,
-    } = Tiny::start();
+    let tiny = Tiny::start();
+    let (bench, clients) = (&tiny.bench, &tiny.clients);
     clients.block_on(async {
         let config = bench.config("seeded").expect("config");
         wasmpay_bench::seed_plugins(&config.ledger.path, config.plugins, 3).expect("seed");
@@ -130,13 +120,8 @@ fn an_open_loop_run_answers_every_payment_and_a_seeded_daemon_restarts() {
 
 #[test]
 fn hostile_neighbours_are_declined_with_their_codes_and_quarantined_only_when_on() {
-    let Tiny {
-        bench,
-        clients,
-        _servers,
-        _data,
-        _broker,
-    } = Tiny::start();
+    let tiny = Tiny::start();
+    let (bench, clients) = (&tiny.bench, &tiny.clients);
     let options = neighbour::Options {
         users: 10,
         merchants: 2,
@@ -152,7 +137,7 @@ fn hostile_neighbours_are_declined_with_their_codes_and_quarantined_only_when_on
         plugin_workers: None,
     };
     let conditions = clients
-        .block_on(neighbour::measure(&bench, &options))
+        .block_on(neighbour::measure(bench, &options))
         .expect("the stage runs");
     for condition in &conditions {
         for run in condition.open.iter().chain(&condition.closed) {

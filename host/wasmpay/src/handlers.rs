@@ -383,7 +383,7 @@ async fn prepare_work(
                 metadata: pay.metadata.clone(),
                 decision: replayed_payment(),
             };
-            let seen = Seen::new(&principal, &request.id, &kind);
+            let seen = (&principal, &request.id, &kind);
             let decided = decide_payment(shared, payer, &payment_id, pay, at_ms, false, seen).await;
             if let (Some(decided), OpKind::Payment { decision, .. }) = (decided, &mut kind) {
                 *decision = decided;
@@ -406,7 +406,7 @@ async fn prepare_work(
                 expires_at_ms: at_ms.saturating_add(expires_in_s * 1_000),
                 expires_in_s: auth.expires_in_s,
             };
-            let seen = Seen::new(&principal, &request.id, &kind);
+            let seen = (&principal, &request.id, &kind);
             let decided = decide_payment(shared, payer, &payment_id, pay, at_ms, true, seen).await;
             if let (Some(decided), OpKind::Authorize { decision, .. }) = (decided, &mut kind) {
                 *decision = decided;
@@ -583,8 +583,9 @@ impl HostQueries for Activity {
 
 /// The merchant's plugin decides, and the host checks its quote. A merchant
 /// with no plugin gets the default rules: approve with no lines. Any plugin
-/// failure is a decline with the failure's code. `None` when `seen` finds
-/// the request already decided: the writer answers it from storage.
+/// failure is a decline with the failure's code. `None` when the request
+/// (`seen`: principal, id, operation) is already decided: the writer
+/// answers it from storage. Only a plugin call is worth that lookup.
 async fn decide_payment(
     shared: &Arc<Shared>,
     payer: &UserId,
@@ -592,7 +593,11 @@ async fn decide_payment(
     pay: &wasmpay_protocol::command::Payment,
     at_ms: i64,
     is_authorization: bool,
-    seen: Seen,
+    (principal, key, kind): (
+        &wasmpay_ledger::Principal,
+        &wasmpay_domain::RequestId,
+        &OpKind,
+    ),
 ) -> Option<PaymentDecided> {
     let Some(plugin) = shared.plugins.get(&pay.merchant) else {
         return Some(settle(
@@ -621,6 +626,7 @@ async fn decide_payment(
             Some(plugin_ref),
         ));
     }
+    let seen = Seen::new(principal, key, kind);
     let call = shared
         .on_worker(move || {
             if seen.decided(&worker.db_path) {
