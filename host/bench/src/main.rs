@@ -13,6 +13,10 @@
 //!   in native Rust, and the naive baseline, each at a closed-loop pipelined
 //!   load, with the daemon's own group-commit and plugin timings;
 //! - `sweep`: wasmpay open-loop from 10% to 120% of its peak (the chart);
+//! - `checkpoint`: the echo, the daemon with SQLite's checkpoint inside a
+//!   commit and with the ledger's background checkpointer, in turn,
+//!   open-loop at the same rates (what the background checkpointer does to
+//!   the tail, against the broker's own);
 //! - `proposals`: the bench's copy of the daemon's pipeline as is (to check
 //!   it), and with the daemon's loop before `cbf28a1` (what batching while
 //!   the writer is busy bought);
@@ -43,10 +47,11 @@ use wasmpay_bench::timings::Timings;
 use wasmpay_bench::{Bench, fmt_ms, ms, seed_plugins, vm_rss_kib, world};
 
 /// Stages `--only` can pick.
-const STAGES: [&str; 8] = [
+const STAGES: [&str; 9] = [
     "ceiling",
     "wasmpay",
     "sweep",
+    "checkpoint",
     "native",
     "naive",
     "proposals",
@@ -85,6 +90,17 @@ struct Cli {
     /// Seconds of offered load per sweep point.
     #[arg(long, default_value_t = 3.0)]
     sweep_seconds: f64,
+    /// Checkpoint stage: offered loads, as percentages of wasmpay's
+    /// closed-loop peak, run with each `[ledger] checkpoint` mode in turn.
+    #[arg(long, value_delimiter = ',', default_value = "25,50")]
+    checkpoint_percents: Vec<u32>,
+    /// Checkpoint stage: seconds of offered load per point (long enough for
+    /// several checkpoints: one per 10 000 log pages, some 1 000 payments).
+    #[arg(long, default_value_t = 6.0)]
+    checkpoint_seconds: f64,
+    /// Checkpoint stage: rounds, each running both modes, alternating.
+    #[arg(long, default_value_t = 1)]
+    checkpoint_rounds: u32,
     /// Merchants with their own plugin version for the scale and restart
     /// measurement (0 skips it).
     #[arg(long, default_value_t = 1_000)]
@@ -128,8 +144,8 @@ struct Cli {
     #[arg(long, default_value_t = 50)]
     neighbour_cost_calls: u32,
     /// Run only these stages (comma-separated): ceiling, wasmpay, sweep,
-    /// native, naive, proposals, scale, neighbour. The sweep needs
-    /// wasmpay's peak.
+    /// checkpoint, native, naive, proposals, scale, neighbour. The sweep and
+    /// checkpoint stages need wasmpay's peak, so they run wasmpay too.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where ledger files go (default: a temporary directory on /tmp).
@@ -189,6 +205,10 @@ struct Report {
     closed: Vec<(Variant, Outcome)>,
     peak: Option<f64>,
     sweep: Vec<Point>,
+    /// Open-loop points per `[ledger] checkpoint` mode and round.
+    checkpoint: Vec<(&'static str, u32, Point)>,
+    /// Closed-loop runs per `[ledger] checkpoint` mode and round.
+    checkpoint_closed: Vec<Outcome>,
     scale: Vec<ScaleRun>,
     /// The bench's copy of the daemon's pipeline, as is and with the loop
     /// before `cbf28a1`.
@@ -287,6 +307,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .map(|(_, o)| o)
         .chain(report.scale.iter().map(|s| &s.outcome))
         .chain(report.proposals.iter().map(|(_, o)| o))
+        .chain(&report.checkpoint_closed)
         .chain(
             report
                 .neighbour
@@ -333,7 +354,7 @@ async fn measure(
         report.closed.push((Variant::Ceiling, outcome));
     }
 
-    let daemon_stages = ["wasmpay", "sweep"];
+    let daemon_stages = ["wasmpay", "sweep", "checkpoint"];
     if daemon_stages.iter().any(|s| wanted.contains(s)) {
         let server = bench.ready(Variant::Wasmpay, users, merchants).await?;
         let tag = bench.fresh_tag("w");
@@ -355,44 +376,68 @@ async fn measure(
         }
         if wanted.contains("sweep") {
             for &percent in &cli.sweep {
-                let rate = peak * f64::from(percent) / 100.0;
-                let total = ((rate * cli.sweep_seconds) as u64).max(100);
-                let tag = bench.fresh_tag("s");
-                timings.start();
-                let outcome = bench
-                    .drive(
-                        &format!("wasmpay open {percent}%"),
-                        world::payments(&tag, users, merchants),
-                        total,
-                        Pacing::Open { rate_per_s: rate },
-                        true,
-                    )
-                    .await?;
-                let recorded = timings.stop();
-                anyhow::ensure!(
-                    outcome.complete(),
-                    "sweep at {percent}%: {} of {total} answered ok; {:?} {:?}",
-                    outcome.ok,
-                    outcome.failures,
-                    outcome.errors
-                );
-                report.sweep.push(Point {
+                let point = open_point(
+                    bench,
+                    timings,
+                    (users, merchants),
                     percent,
-                    offered: rate,
-                    achieved: outcome.throughput(),
-                    p50_ms: ms(outcome.at(0.5)),
-                    p99_ms: ms(outcome.at(0.99)),
-                    p999_ms: ms(outcome.at(0.999)),
-                    max_ms: ms(outcome.max()),
-                    commits: recorded.commit_us.len(),
-                    commit_p99_ms: recorded.commit_us.value_at_quantile(0.99) as f64 / 1_000.0,
-                    commit_max_ms: recorded.commit_us.max() as f64 / 1_000.0,
-                });
-                // Let any backlog drain before the next point.
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                    peak,
+                    cli.sweep_seconds,
+                    true,
+                )
+                .await?;
+                report.sweep.push(point);
             }
         }
         server.stop().await?;
+        if wanted.contains("checkpoint") {
+            for round in 0..cli.checkpoint_rounds.max(1) {
+                // The echo at the same rates: the broker's and the load
+                // generator's own tail on this machine, the floor.
+                for mode in ["echo", "commit", "background"] {
+                    let server = if mode == "echo" {
+                        bench.ready(Variant::Ceiling, users, merchants).await?
+                    } else {
+                        let mut config =
+                            bench.config(&bench.fresh_tag(&format!("checkpoint-{mode}-")))?;
+                        config.ledger.checkpoint = mode.to_owned();
+                        bench
+                            .ready_with(Variant::Wasmpay, config, users, merchants)
+                            .await?
+                    };
+                    for &percent in &cli.checkpoint_percents {
+                        let point = open_point(
+                            bench,
+                            timings,
+                            (users, merchants),
+                            percent,
+                            peak,
+                            cli.checkpoint_seconds,
+                            mode != "echo",
+                        )
+                        .await?;
+                        report.checkpoint.push((mode, round, point));
+                    }
+                    if mode != "echo" {
+                        // And the closed-loop peak: what the copying costs.
+                        let tag = bench.fresh_tag("c");
+                        timings.start();
+                        let mut outcome = bench
+                            .drive(
+                                &format!("wasmpay, checkpoint {mode}, round {}", round + 1),
+                                world::payments(&tag, users, merchants),
+                                cli.payments,
+                                closed,
+                                true,
+                            )
+                            .await?;
+                        outcome.timings = Some(timings.stop());
+                        report.checkpoint_closed.push(outcome);
+                    }
+                    server.stop().await?;
+                }
+            }
+        }
     }
 
     if wanted.contains("native") {
@@ -467,6 +512,55 @@ async fn measure(
         }
     }
     Ok(report)
+}
+
+/// One open-loop point against the running daemon: `percent` of `peak` for
+/// `seconds`, with the daemon's group commits during it. Every request must
+/// be answered ok.
+async fn open_point(
+    bench: &Bench,
+    timings: &Arc<Timings>,
+    (users, merchants): (u64, u64),
+    percent: u32,
+    peak: f64,
+    seconds: f64,
+    expect_ok: bool,
+) -> anyhow::Result<Point> {
+    let rate = peak * f64::from(percent) / 100.0;
+    let total = ((rate * seconds) as u64).max(100);
+    let tag = bench.fresh_tag("s");
+    timings.start();
+    let outcome = bench
+        .drive(
+            &format!("wasmpay open {percent}%"),
+            world::payments(&tag, users, merchants),
+            total,
+            Pacing::Open { rate_per_s: rate },
+            expect_ok,
+        )
+        .await?;
+    let recorded = timings.stop();
+    anyhow::ensure!(
+        outcome.complete(),
+        "open loop at {percent}%: {} of {total} answered ok; {:?} {:?}",
+        outcome.ok,
+        outcome.failures,
+        outcome.errors
+    );
+    // Let any backlog drain before the next point.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(Point {
+        percent,
+        offered: rate,
+        achieved: outcome.throughput(),
+        p50_ms: ms(outcome.at(0.5)),
+        p99_ms: ms(outcome.at(0.99)),
+        p999_ms: ms(outcome.at(0.999)),
+        max_ms: ms(outcome.max()),
+        commits: recorded.commit_us.len(),
+        commit_p99_ms: recorded.commit_us.value_at_quantile(0.99) as f64 / 1_000.0,
+        commit_max_ms: recorded.commit_us.max() as f64 / 1_000.0,
+    })
 }
 
 /// wasmpay with `merchants` merchants whose plugins are already in the
@@ -669,6 +763,63 @@ fn print_report(cli: &Cli, report: &Report, elapsed: Duration) {
                 "p99 at half of the peak ({:.0}/s): {:.2} ms (target <= 10 ms: {met})",
                 half.offered, half.p99_ms
             );
+        }
+        println!();
+    }
+    if !report.checkpoint.is_empty() {
+        println!(
+            "Checkpoints: the daemon with each `[ledger] checkpoint` mode, and the echo (ceiling), open loop at the same rates (peak {:.0}/s):",
+            report.peak.unwrap_or(0.0)
+        );
+        println!();
+        println!(
+            "| server | round | offered | offered/s | achieved/s | p50 | p99 | p99.9 | max | commits | commit p99 | commit max |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        for (mode, round, p) in &report.checkpoint {
+            println!(
+                "| {mode} | {} | {}% | {:.0} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} ms | {} | {:.1} ms | {:.1} ms |",
+                round + 1,
+                p.percent,
+                p.offered,
+                p.achieved,
+                p.p50_ms,
+                p.p99_ms,
+                p.p999_ms,
+                p.max_ms,
+                p.commits,
+                p.commit_p99_ms,
+                p.commit_max_ms
+            );
+        }
+        println!();
+        for &percent in &cli.checkpoint_percents {
+            let p99s = |mode: &str| -> Vec<f64> {
+                report
+                    .checkpoint
+                    .iter()
+                    .filter(|(m, _, p)| *m == mode && p.percent == percent)
+                    .map(|(_, _, p)| p.p99_ms)
+                    .collect()
+            };
+            let (commit, background) = (p99s("commit"), p99s("background"));
+            let ratios: Vec<String> = commit
+                .iter()
+                .zip(&background)
+                .map(|(c, b)| format!("{:.2}", b / c))
+                .collect();
+            println!(
+                "- p99 at {percent}%, background / commit: {} (per round)",
+                ratios.join(", ")
+            );
+        }
+        println!();
+        println!(
+            "| variant | payments | ok | payments/s | p50 | p99 | p99.9 | max | commits x mean batch, commit p50 / p99 |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        for o in &report.checkpoint_closed {
+            println!("{}", outcome_row(&o.label, o));
         }
         println!();
     }

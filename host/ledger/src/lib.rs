@@ -17,6 +17,8 @@
 //!   precompiled artifacts), kept in the same file so one file holds
 //!   everything a restart needs.
 //! - `schema`: pragmas and versioned migrations.
+//! - `checkpoint`: [`Checkpoint`], copying the write-ahead log into the
+//!   file on a thread of its own, so that no commit waits for the copy.
 //!
 //! Invariants: every journal entry's postings sum to zero per currency
 //! (asserted before commit: a violation is a bug and panics); an account's
@@ -27,6 +29,7 @@
 #![deny(clippy::float_arithmetic)]
 
 mod accounts;
+mod checkpoint;
 mod error;
 mod journal;
 pub mod op;
@@ -39,6 +42,7 @@ mod types;
 mod verify;
 mod writer;
 
+pub use checkpoint::{CHECKPOINT_START_PAGES, Checkpoint, TAIL_BACKSTOP_PAGES};
 pub use error::LedgerError;
 pub use op::{Fields, Op, OpKind, PaymentDecided, RefundDecided};
 pub use outcome::{Effect, OpResult, Outcome, REFUSAL_CODES, Receipt, Refusal};

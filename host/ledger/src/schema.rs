@@ -36,8 +36,9 @@ const WRITER_CACHE_KIB: i64 = 64 * 1024;
 /// file; a longer interval lets a checkpoint write a page once for many
 /// commits. Measured on a 200k-entry ledger: about 18% less CPU per payment
 /// than the default (BENCHMARKS.md). The WAL file grows to about 40 MiB.
-const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
+pub(crate) const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
 const READER_CACHE_KIB: i64 = 16 * 1024;
+const CHECKPOINTER_CACHE_KIB: i64 = 256;
 
 /// Schema migrations, in order; migration `i` takes the file from version `i`
 /// to `i + 1`. Never edit one that has shipped: append.
@@ -188,6 +189,13 @@ pub enum Synchronous {
     Normal,
 }
 
+fn synchronous_pragma(synchronous: Synchronous) -> &'static str {
+    match synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    }
+}
+
 fn configure(conn: &Connection, cache_kib: i64) -> Result<(), LedgerError> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
@@ -237,11 +245,7 @@ pub(crate) fn open_writer(
             "the file system refused WAL mode (got {mode})"
         )));
     }
-    let level = match synchronous {
-        Synchronous::Full => "FULL",
-        Synchronous::Normal => "NORMAL",
-    };
-    conn.pragma_update(None, "synchronous", level)?;
+    conn.pragma_update(None, "synchronous", synchronous_pragma(synchronous))?;
     conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
     let (application_id, version) = check_identity(&conn)?;
     if version == 0 && application_id == 0 {
@@ -259,6 +263,25 @@ pub(crate) fn open_writer(
         tx.commit()?;
         tracing::info!(path = %path.display(), version = from + 1, "ledger schema migrated");
     }
+    Ok(conn)
+}
+
+/// Opens the checkpointer's connection to a file the writer has opened: it
+/// writes only database pages copied from the log, never a transaction.
+pub(crate) fn open_checkpointer(
+    path: &Path,
+    synchronous: Synchronous,
+) -> Result<Connection, LedgerError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags)?;
+    // The copy goes from the log to the file; it needs no page cache.
+    configure(&conn, CHECKPOINTER_CACHE_KIB)?;
+    conn.pragma_update(None, "synchronous", synchronous_pragma(synchronous))?;
+    // Reading the file opens this connection's view of the log, without
+    // which its checkpoints find nothing to copy.
+    check_identity(&conn)?;
     Ok(conn)
 }
 

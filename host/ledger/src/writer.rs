@@ -23,6 +23,7 @@ use wasmpay_domain::{
 };
 
 use crate::accounts::{self, Account, Leg, Posted};
+use crate::checkpoint::{self, Checkpoint, Checkpointer};
 use crate::journal::{self, EntryFields, GENESIS, HashedLeg};
 use crate::op::{Fields, Op, OpKind, PaymentDecided, RefundDecided};
 use crate::outcome::{Effect, OpResult, Outcome, Receipt, Refusal};
@@ -49,6 +50,8 @@ pub struct LedgerOptions {
     /// How many sub-accounts (besides `main`) a merchant may have; plugins
     /// name them, so they must be bounded.
     pub merchant_subaccounts_max: usize,
+    /// Who copies the write-ahead log into the file.
+    pub checkpoint: Checkpoint,
 }
 
 impl Default for LedgerOptions {
@@ -57,6 +60,7 @@ impl Default for LedgerOptions {
             synchronous: Synchronous::Full,
             idempotency_retention_ms: 7 * IDEMPOTENCY_RETENTION_MS_MIN,
             merchant_subaccounts_max: 16,
+            checkpoint: Checkpoint::Background,
         }
     }
 }
@@ -72,6 +76,8 @@ pub(crate) struct Head {
 /// file.
 #[derive(Debug)]
 pub struct Ledger {
+    /// Declared first so that it stops before the writer's connection closes.
+    checkpointer: Option<Checkpointer>,
     conn: Connection,
     options: LedgerOptions,
     head: Head,
@@ -136,7 +142,13 @@ impl Ledger {
                 options.idempotency_retention_ms
             )));
         }
-        let conn = schema::open_writer(path, options.synchronous)?;
+        let mut conn = schema::open_writer(path, options.synchronous)?;
+        let checkpointer = match options.checkpoint {
+            Checkpoint::Background => {
+                Some(Checkpointer::start(&mut conn, path, options.synchronous)?)
+            }
+            Checkpoint::InCommit => None,
+        };
         let head = conn
             .query_row(
                 "SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1",
@@ -157,6 +169,7 @@ impl Ledger {
             },
         };
         Ok(Self {
+            checkpointer,
             conn,
             options,
             head,
@@ -170,6 +183,26 @@ impl Ledger {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Copies the write-ahead log's last pages into the file if the
+    /// checkpointer thread has copied the rest ([`Checkpoint::Background`]),
+    /// so that the log starts over at the next commit. Call it between
+    /// batches, once their replies are on their way: it syncs the file, and
+    /// whatever it costs then delays no reply already decided. Storage
+    /// errors are logged, not returned: nothing of the books changes here,
+    /// and the next threshold tries again.
+    pub fn checkpoint_tail(&mut self) {
+        if self
+            .checkpointer
+            .as_ref()
+            .is_some_and(Checkpointer::take_tail)
+        {
+            checkpoint::copy_tail(
+                self.conn
+                    .wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE),
+            );
+        }
     }
 
     /// Opens a read-only connection to the same file.

@@ -46,6 +46,10 @@ pub struct LedgerConfig {
     pub idempotency_retention_hours: u64,
     /// Sub-accounts a merchant's plugin may route money to.
     pub merchant_subaccounts_max: usize,
+    /// Who copies the write-ahead log into the file: `background` (a
+    /// thread of its own; no commit waits for the copy) or `commit`
+    /// (SQLite's automatic checkpoint, inside a commit now and then).
+    pub checkpoint: String,
 }
 
 impl Default for LedgerConfig {
@@ -55,6 +59,7 @@ impl Default for LedgerConfig {
             synchronous: "full".to_owned(),
             idempotency_retention_hours: 7 * 24,
             merchant_subaccounts_max: 16,
+            checkpoint: "background".to_owned(),
         }
     }
 }
@@ -231,6 +236,10 @@ impl Config {
             "ledger.synchronous: expected `full` or `normal`",
         );
         check(
+            matches!(self.ledger.checkpoint.as_str(), "background" | "commit"),
+            "ledger.checkpoint: expected `background` or `commit`",
+        );
+        check(
             self.ledger.idempotency_retention_hours >= 24,
             "ledger.idempotency_retention_hours: must be at least 24 (clients retry for a day)",
         );
@@ -338,6 +347,7 @@ mod tests {
             address = "no-port"
             [ledger]
             synchronous = "sometimes"
+            checkpoint = "never"
             idempotency_retention_hours = 1
             [pipeline]
             plugin_workers = "two"
@@ -348,6 +358,7 @@ mod tests {
         for key in [
             "broker.address",
             "ledger.synchronous",
+            "ledger.checkpoint",
             "ledger.idempotency_retention_hours",
             "[pipeline]",
             "`colour`",

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use wasmpay_domain::MerchantId;
-use wasmpay_ledger::{Ledger, LedgerOptions, OpResult, Reader, Synchronous};
+use wasmpay_ledger::{Checkpoint, Ledger, LedgerOptions, OpResult, Reader, Synchronous};
 use wasmpay_plugin::{Compiled, LoadedPlugin, PluginMeta};
 use wasmpay_protocol::{Command, Principal, encode_error, encode_ok};
 
@@ -51,6 +51,11 @@ impl Writer {
                 .unwrap_or(i64::MAX / 3_600_000)
                 .saturating_mul(3_600_000),
             merchant_subaccounts_max: config.ledger.merchant_subaccounts_max,
+            checkpoint: if config.ledger.checkpoint == "commit" {
+                Checkpoint::InCommit
+            } else {
+                Checkpoint::Background
+            },
         };
         let mut ledger = Ledger::open(&config.ledger.path, options)?;
         let reader = ledger.reader()?;
@@ -95,6 +100,8 @@ impl Writer {
             if done.send(answered).is_err() {
                 break;
             }
+            // After the replies are handed over, so none waits for it.
+            self.ledger.checkpoint_tail();
         }
         Ok(())
     }

@@ -1,7 +1,11 @@
 //! The file itself: creation, reopening, versions, and what is refused.
 
 use rusqlite::Connection;
-use wasmpay_ledger::{Ledger, LedgerError, LedgerOptions, Reader, Synchronous};
+use rusqlite::wal::CheckpointMode;
+use wasmpay_ledger::{
+    CHECKPOINT_START_PAGES, Checkpoint, Ledger, LedgerError, LedgerOptions, Reader, Synchronous,
+    TAIL_BACKSTOP_PAGES,
+};
 
 use crate::support::*;
 
@@ -108,4 +112,81 @@ fn the_writer_and_readers_can_move_to_their_threads() {
     fn send<T: Send>() {}
     send::<Ledger>();
     send::<Reader>();
+}
+
+/// Commits back to back, with no pause for a checkpoint to slip into: the
+/// checkpointer thread copies the log and the writer its short tail between
+/// commits, so the log starts over near the threshold again and again.
+/// Copying on the thread alone never reaches the log's end between two
+/// commits, and the log grows without end; SQLite's own checkpoint lets it
+/// reach 10 000 pages. A writer that never copies the tail has it copied
+/// inside a commit at the backstop.
+#[test]
+fn under_steady_writes_the_log_starts_over_near_the_checkpoint_threshold() {
+    let backstop = CHECKPOINT_START_PAGES + TAIL_BACKSTOP_PAGES;
+    for copy_tail in [true, false] {
+        let peaks = log_peaks_before_restarts(copy_tail, 3);
+        let (lowest, highest) = (peaks.iter().min().unwrap(), peaks.iter().max().unwrap());
+        assert!(*lowest >= CHECKPOINT_START_PAGES, "{peaks:?}");
+        if copy_tail {
+            // Usually all, but a starved checkpointer thread may leave one
+            // to the backstop.
+            assert!(
+                *lowest < backstop,
+                "the tail was never copied between commits: {peaks:?}"
+            );
+        } else {
+            assert!(*lowest >= backstop, "{peaks:?}");
+        }
+        // Bounded: the backstop, or wherever the thread's copy ended.
+        assert!(*highest < 2 * CHECKPOINT_START_PAGES, "{peaks:?}");
+    }
+}
+
+/// Pays one payment per commit until the log has started over `restarts`
+/// times, copying the tail between commits if `copy_tail`, and returns the
+/// log's size (in pages) before each restart.
+fn log_peaks_before_restarts(copy_tail: bool, restarts: usize) -> Vec<i32> {
+    let mut fx = Fixture::with_options(LedgerOptions {
+        synchronous: Synchronous::Normal,
+        checkpoint: Checkpoint::Background,
+        ..Default::default()
+    });
+    fx.open_user("alice");
+    fx.open_merchant("shop");
+    assert_eq!(code(&fx.deposit("alice", eur(1_000_000_000))), "applied");
+    // An observer that copies nothing (NOOP) reads the log's size.
+    let observer = Connection::open(fx.path()).unwrap();
+    observer
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap();
+    let (mut peaks, mut last) = (Vec::new(), 0);
+    for n in 0..50_000 {
+        let request = format!("p{n}");
+        let result = fx.as_user("alice", payment("alice", "shop", &request, eur(1), 0));
+        assert_eq!(code(&result), "applied");
+        if copy_tail {
+            // As the daemon's writer does between batches.
+            fx.ledger.checkpoint_tail();
+        }
+        let (pages, _) = observer
+            .wal_checkpoint_v2(None::<&str>, CheckpointMode::NOOP)
+            .unwrap();
+        if pages < last {
+            peaks.push(last);
+            if peaks.len() == restarts {
+                break;
+            }
+        }
+        last = pages;
+    }
+    assert_eq!(
+        peaks.len(),
+        restarts,
+        "the log never started over: {peaks:?}"
+    );
+    fx.assert_clean();
+    peaks
 }

@@ -1,0 +1,238 @@
+//! Checkpoints off the commit path.
+//!
+//! In WAL mode every commit appends pages to the write-ahead log, and a
+//! checkpoint copies them into the database file and syncs it. SQLite's own
+//! automatic checkpoint runs inside the commit that crosses its threshold,
+//! so that one commit (and every reply queued behind it) waits for the copy:
+//! 40-60 ms for 10 000 pages on the bench machine, the whole of the
+//! daemon's p99 at low load (BENCHMARKS.md, End to end).
+//!
+//! [`Checkpoint::Background`] splits the work:
+//!
+//! 1. The writer's WAL hook (run after each commit, with the log's size)
+//!    wakes a checkpointer thread once the log reaches
+//!    [`CHECKPOINT_START_PAGES`].
+//! 2. That thread, on a connection of its own, copies the log in PASSIVE
+//!    checkpoints, which never block the writer, until what the writer
+//!    appended meanwhile is at most [`TAIL_PAGES_MAX`] (or it has made
+//!    [`COPY_PASSES_MAX`] passes, if the writer outruns it).
+//! 3. The writer copies that short tail itself, between two batches
+//!    ([`Ledger::checkpoint_tail`](crate::Ledger::checkpoint_tail)), after
+//!    the batch's replies are on their way. Only the writer can, because
+//!    only between two of its own transactions is the log copied to its
+//!    end; and a log copied to its end is what lets SQLite start it over
+//!    from the beginning at the next write, rather than growing it for ever.
+//!    A writer that never calls it (the tools, the tests) has the tail
+//!    copied inside a commit once the log is [`TAIL_BACKSTOP_PAGES`] past
+//!    the threshold.
+//!
+//! A checkpoint never changes what the ledger holds: it moves committed
+//! pages from one file to the other. A failed one is logged and retried at
+//! the next threshold; nothing waits for it. The hook never reports an error
+//! to SQLite: the commit that ran it has happened, and an error there would
+//! make the writer believe otherwise.
+
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use rusqlite::Connection;
+use rusqlite::hooks::Wal;
+use rusqlite::wal::CheckpointMode;
+
+use crate::LedgerError;
+use crate::schema::{self, Synchronous};
+
+/// Who checkpoints the write-ahead log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Checkpoint {
+    /// A thread of the ledger's own copies the log; the writer copies only
+    /// the short tail (see the module docs). No commit waits for a full copy.
+    #[default]
+    Background,
+    /// SQLite's automatic checkpoint, inside the commit that crosses
+    /// [`schema::WAL_AUTOCHECKPOINT_PAGES`]: one thread, one long commit
+    /// now and then.
+    InCommit,
+}
+
+/// Log pages at which the checkpointer starts copying: about 16 MiB. A
+/// longer interval writes a hot page once for many commits (see
+/// `WAL_AUTOCHECKPOINT_PAGES`), a shorter one keeps each copy short.
+pub const CHECKPOINT_START_PAGES: i32 = 4_000;
+
+/// Log pages the checkpointer may leave for the writer to copy.
+pub const TAIL_PAGES_MAX: i32 = 64;
+
+/// Log pages past [`CHECKPOINT_START_PAGES`] at which the WAL hook copies a
+/// tail the writer's owner has not (see the module docs).
+pub const TAIL_BACKSTOP_PAGES: i32 = 1_000;
+
+/// Copy passes before the checkpointer hands over whatever is left: a writer
+/// faster than the copy would otherwise keep it looping while the log grows.
+pub const COPY_PASSES_MAX: u32 = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the log to reach the threshold.
+    Idle,
+    /// The checkpointer thread is copying.
+    Copying,
+    /// The writer copies the tail between two batches.
+    TailDue,
+    /// The ledger is closing.
+    Stop,
+}
+
+#[derive(Debug)]
+struct State {
+    phase: Mutex<Phase>,
+    wake: Condvar,
+}
+
+impl State {
+    fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
+        self.phase.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The checkpointer thread; stopped and joined on drop.
+#[derive(Debug)]
+pub(crate) struct Checkpointer {
+    state: Arc<State>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// Starts the thread on its own connection to `path` and installs the
+    /// WAL hook on the writer's connection, which replaces SQLite's
+    /// automatic checkpoint.
+    pub(crate) fn start(
+        writer: &mut Connection,
+        path: &Path,
+        synchronous: Synchronous,
+    ) -> Result<Self, LedgerError> {
+        let conn = schema::open_checkpointer(path, synchronous)?;
+        let state = Arc::new(State {
+            phase: Mutex::new(Phase::Idle),
+            wake: Condvar::new(),
+        });
+        let thread = std::thread::Builder::new()
+            .name("ledger-checkpoint".into())
+            .spawn({
+                let state = Arc::clone(&state);
+                move || copy_loop(&conn, &state)
+            })
+            .map_err(|e| LedgerError::InvalidOptions(format!("checkpointer thread: {e}")))?;
+        let hook_state = Arc::clone(&state);
+        writer.wal_hook(Some(move |wal: &mut Wal, pages: i32| {
+            after_commit(&hook_state, wal, pages);
+            Ok(())
+        }))?;
+        Ok(Self {
+            state,
+            thread: Some(thread),
+        })
+    }
+
+    /// Whether the thread has handed the log's tail over; if so, the caller
+    /// copies it now (and the thread may start again).
+    pub(crate) fn take_tail(&self) -> bool {
+        let mut phase = self.state.phase();
+        let due = *phase == Phase::TailDue;
+        if due {
+            *phase = Phase::Idle;
+        }
+        due
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        *self.state.phase() = Phase::Stop;
+        self.state.wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The writer's side, after each commit: wake the thread, or copy a tail
+/// left too long.
+fn after_commit(state: &State, wal: &mut Wal, pages: i32) {
+    let mut phase = state.phase();
+    match *phase {
+        Phase::Idle if pages >= CHECKPOINT_START_PAGES => {
+            *phase = Phase::Copying;
+            state.wake.notify_one();
+        }
+        Phase::TailDue if pages >= CHECKPOINT_START_PAGES + TAIL_BACKSTOP_PAGES => {
+            *phase = Phase::Idle;
+            drop(phase);
+            copy_tail(wal.checkpoint_v2(CheckpointMode::PASSIVE));
+        }
+        _ => {}
+    }
+}
+
+/// Logs the writer's copy of the tail: a failure is retried at the next
+/// threshold.
+pub(crate) fn copy_tail(result: rusqlite::Result<(i32, i32)>) {
+    match result {
+        Ok((log, copied)) => tracing::debug!(log, copied, "checkpoint tail copied"),
+        Err(e) => tracing::warn!(error = %e, "checkpoint of the log's tail failed"),
+    }
+}
+
+/// The thread's side: copy until the writer can finish, then hand over.
+fn copy_loop(conn: &Connection, state: &State) {
+    loop {
+        {
+            let mut phase = state.phase();
+            while *phase != Phase::Copying {
+                if *phase == Phase::Stop {
+                    return;
+                }
+                phase = state
+                    .wake
+                    .wait(phase)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        }
+        let started = std::time::Instant::now();
+        let mut passes = 0;
+        let mut left = 0;
+        while passes < COPY_PASSES_MAX {
+            passes += 1;
+            if let Err(e) = conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE) {
+                tracing::warn!(error = %e, "background checkpoint failed; the writer copies the log");
+                break;
+            }
+            // What the writer appended during the pass: NOOP takes no lock
+            // and copies nothing, it reads the log's header.
+            match conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::NOOP) {
+                Ok((log, copied)) => {
+                    left = log - copied;
+                    if left <= TAIL_PAGES_MAX {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the log's size failed");
+                    break;
+                }
+            }
+        }
+        tracing::debug!(
+            passes,
+            left,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "checkpoint copied"
+        );
+        let mut phase = state.phase();
+        if *phase == Phase::Stop {
+            return;
+        }
+        *phase = Phase::TailDue;
+    }
+}
