@@ -51,7 +51,7 @@ pub enum Checkpoint {
     #[default]
     Background,
     /// SQLite's automatic checkpoint, inside the commit that crosses
-    /// [`schema::WAL_AUTOCHECKPOINT_PAGES`]: one thread, one long commit
+    /// 10 000 log pages: one thread fewer, one long commit
     /// now and then.
     InCommit,
 }
