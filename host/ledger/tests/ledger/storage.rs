@@ -125,7 +125,7 @@ fn the_writer_and_readers_can_move_to_their_threads() {
 fn under_steady_writes_the_log_starts_over_near_the_checkpoint_threshold() {
     let backstop = CHECKPOINT_START_PAGES + TAIL_BACKSTOP_PAGES;
     for copy_tail in [true, false] {
-        let peaks = log_peaks_before_restarts(copy_tail, 3);
+        let peaks = log_peaks_before_restarts(Checkpoint::Background, copy_tail, 3);
         let (lowest, highest) = (peaks.iter().min().unwrap(), peaks.iter().max().unwrap());
         assert!(*lowest >= CHECKPOINT_START_PAGES, "{peaks:?}");
         if copy_tail {
@@ -143,13 +143,24 @@ fn under_steady_writes_the_log_starts_over_near_the_checkpoint_threshold() {
     }
 }
 
+/// `Checkpoint::InCommit` leaves SQLite's own checkpoint on: the log grows
+/// to its 10 000 pages before a commit copies it and it starts over.
+#[test]
+fn with_the_checkpoint_in_commits_the_log_starts_over_at_sqlites_threshold() {
+    let peaks = log_peaks_before_restarts(Checkpoint::InCommit, false, 2);
+    assert!(
+        peaks.iter().all(|p| (10_000..10_000 + 200).contains(p)),
+        "{peaks:?}"
+    );
+}
+
 /// Pays one payment per commit until the log has started over `restarts`
 /// times, copying the tail between commits if `copy_tail`, and returns the
 /// log's size (in pages) before each restart.
-fn log_peaks_before_restarts(copy_tail: bool, restarts: usize) -> Vec<i32> {
+fn log_peaks_before_restarts(checkpoint: Checkpoint, copy_tail: bool, restarts: usize) -> Vec<i32> {
     let mut fx = Fixture::with_options(LedgerOptions {
         synchronous: Synchronous::Normal,
-        checkpoint: Checkpoint::Background,
+        checkpoint,
         ..Default::default()
     });
     fx.open_user("alice");
