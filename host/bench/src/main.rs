@@ -645,6 +645,24 @@ fn today() -> String {
         .unwrap_or_default()
 }
 
+/// An open-loop point's cells, from the offered percentage to the longest
+/// commit, each followed by ` |`.
+fn point_cells(p: &Point) -> String {
+    format!(
+        "{}% | {:.0} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} ms | {} | {:.1} ms | {:.1} ms |",
+        p.percent,
+        p.offered,
+        p.achieved,
+        p.p50_ms,
+        p.p99_ms,
+        p.p999_ms,
+        p.max_ms,
+        p.commits,
+        p.commit_p99_ms,
+        p.commit_max_ms
+    )
+}
+
 fn outcome_row(name: &str, o: &Outcome) -> String {
     let commits = match &o.timings {
         Some(t) if !t.commit_us.is_empty() => format!(
@@ -738,19 +756,7 @@ fn print_report(cli: &Cli, report: &Report, elapsed: Duration) {
         );
         println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         for p in &report.sweep {
-            println!(
-                "| {}% | {:.0} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} ms | {} | {:.1} ms | {:.1} ms |",
-                p.percent,
-                p.offered,
-                p.achieved,
-                p.p50_ms,
-                p.p99_ms,
-                p.p999_ms,
-                p.max_ms,
-                p.commits,
-                p.commit_p99_ms,
-                p.commit_max_ms
-            );
+            println!("| {}", point_cells(p));
         }
         if let Some(half) = report.sweep.iter().find(|p| p.percent == 50) {
             let met = if half.p99_ms <= 10.0 {
@@ -777,20 +783,7 @@ fn print_report(cli: &Cli, report: &Report, elapsed: Duration) {
         );
         println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         for (mode, round, p) in &report.checkpoint {
-            println!(
-                "| {mode} | {} | {}% | {:.0} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} ms | {} | {:.1} ms | {:.1} ms |",
-                round + 1,
-                p.percent,
-                p.offered,
-                p.achieved,
-                p.p50_ms,
-                p.p99_ms,
-                p.p999_ms,
-                p.max_ms,
-                p.commits,
-                p.commit_p99_ms,
-                p.commit_max_ms
-            );
+            println!("| {mode} | {} | {}", round + 1, point_cells(p));
         }
         println!();
         for &percent in &cli.checkpoint_percents {
