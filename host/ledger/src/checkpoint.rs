@@ -169,15 +169,15 @@ fn after_commit(state: &State, wal: &mut Wal, pages: i32) {
         Phase::TailDue if pages >= CHECKPOINT_START_PAGES + TAIL_BACKSTOP_PAGES => {
             *phase = Phase::Idle;
             drop(phase);
-            copy_tail(wal.checkpoint_v2(CheckpointMode::PASSIVE));
+            log_tail_copy(wal.checkpoint_v2(CheckpointMode::PASSIVE));
         }
         _ => {}
     }
 }
 
-/// Logs the writer's copy of the tail: a failure is retried at the next
-/// threshold.
-pub(crate) fn copy_tail(result: rusqlite::Result<(i32, i32)>) {
+/// Logs the outcome of the writer's copy of the tail: a failure is retried
+/// at the next threshold.
+pub(crate) fn log_tail_copy(result: rusqlite::Result<(i32, i32)>) {
     match result {
         Ok((log, copied)) => tracing::debug!(log, copied, "checkpoint tail copied"),
         Err(e) => tracing::warn!(error = %e, "checkpoint of the log's tail failed"),

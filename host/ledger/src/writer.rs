@@ -198,7 +198,7 @@ impl Ledger {
             .as_ref()
             .is_some_and(Checkpointer::take_tail)
         {
-            checkpoint::copy_tail(
+            checkpoint::log_tail_copy(
                 self.conn
                     .wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE),
             );
