@@ -187,22 +187,23 @@ impl Ledger {
 
     /// Copies the write-ahead log's last pages into the file if the
     /// checkpointer thread has copied the rest ([`Checkpoint::Background`]),
-    /// so that the log starts over at the next commit. Call it between
-    /// batches, once their replies are on their way: it syncs the file, and
-    /// whatever it costs then delays no reply already decided. Storage
-    /// errors are logged, not returned: nothing of the books changes here,
-    /// and the next threshold tries again.
-    pub fn checkpoint_tail(&mut self) {
-        if self
+    /// so that the log starts over at the next commit, and says whether it
+    /// did. Call it between batches, once their replies are on their way: it
+    /// syncs the file, and whatever it costs then delays no reply already
+    /// decided. Storage errors are logged, not returned: nothing of the
+    /// books changes here, and the next threshold tries again.
+    pub fn checkpoint_tail(&mut self) -> bool {
+        let due = self
             .checkpointer
             .as_ref()
-            .is_some_and(Checkpointer::take_tail)
-        {
+            .is_some_and(Checkpointer::take_tail);
+        if due {
             checkpoint::log_tail_copy(
                 self.conn
                     .wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE),
             );
         }
+        due
     }
 
     /// Opens a read-only connection to the same file.
