@@ -344,7 +344,6 @@ async fn measure(
     timings: &Arc<Timings>,
 ) -> anyhow::Result<Report> {
     let mut report = Report::default();
-    let closed = Pacing::Closed { window: cli.window };
     let (users, merchants) = (cli.users, cli.merchants);
 
     if wanted.contains("ceiling") {
@@ -357,36 +356,24 @@ async fn measure(
     let daemon_stages = ["wasmpay", "sweep", "checkpoint"];
     if daemon_stages.iter().any(|s| wanted.contains(s)) {
         let server = bench.ready(Variant::Wasmpay, users, merchants).await?;
-        let tag = bench.fresh_tag("w");
-        timings.start();
-        let mut outcome = bench
-            .drive(
-                Variant::Wasmpay.name(),
-                world::payments(&tag, users, merchants),
-                cli.payments,
-                closed,
-                true,
-            )
-            .await?;
-        outcome.timings = Some(timings.stop());
-        let peak = outcome.throughput();
-        report.peak = Some(peak);
+        let mut runs = Runs {
+            bench,
+            timings,
+            users,
+            merchants,
+            peak: 0.0,
+        };
+        let outcome = runs.closed(Variant::Wasmpay.name(), cli.payments).await?;
+        runs.peak = outcome.throughput();
+        report.peak = Some(runs.peak);
         if wanted.contains("wasmpay") {
             report.closed.push((Variant::Wasmpay, outcome));
         }
         if wanted.contains("sweep") {
             for &percent in &cli.sweep {
-                let point = open_point(
-                    bench,
-                    timings,
-                    (users, merchants),
-                    percent,
-                    peak,
-                    cli.sweep_seconds,
-                    true,
-                )
-                .await?;
-                report.sweep.push(point);
+                report
+                    .sweep
+                    .push(runs.open(percent, cli.sweep_seconds, true).await?);
             }
         }
         server.stop().await?;
@@ -406,33 +393,17 @@ async fn measure(
                             .await?
                     };
                     for &percent in &cli.checkpoint_percents {
-                        let point = open_point(
-                            bench,
-                            timings,
-                            (users, merchants),
-                            percent,
-                            peak,
-                            cli.checkpoint_seconds,
-                            mode != "echo",
-                        )
-                        .await?;
+                        let point = runs
+                            .open(percent, cli.checkpoint_seconds, mode != "echo")
+                            .await?;
                         report.checkpoint.push((mode, round, point));
                     }
                     if mode != "echo" {
                         // And the closed-loop peak: what the copying costs.
-                        let tag = bench.fresh_tag("c");
-                        timings.start();
-                        let mut outcome = bench
-                            .drive(
-                                &format!("wasmpay, checkpoint {mode}, round {}", round + 1),
-                                world::payments(&tag, users, merchants),
-                                cli.payments,
-                                closed,
-                                true,
-                            )
-                            .await?;
-                        outcome.timings = Some(timings.stop());
-                        report.checkpoint_closed.push(outcome);
+                        let label = format!("wasmpay, checkpoint {mode}, round {}", round + 1);
+                        report
+                            .checkpoint_closed
+                            .push(runs.closed(&label, cli.payments).await?);
                     }
                     server.stop().await?;
                 }
@@ -514,53 +485,86 @@ async fn measure(
     Ok(report)
 }
 
-/// One open-loop point against the running daemon: `percent` of `peak` for
-/// `seconds`, with the daemon's group commits during it. Every request must
-/// be answered ok.
-async fn open_point(
-    bench: &Bench,
-    timings: &Arc<Timings>,
-    (users, merchants): (u64, u64),
-    percent: u32,
+/// What the wasmpay-based stages share: the bench, the daemon's timings,
+/// the world's size and the closed-loop peak that open-loop rates are a
+/// percentage of.
+struct Runs<'a> {
+    bench: &'a Bench,
+    timings: &'a Arc<Timings>,
+    users: u64,
+    merchants: u64,
     peak: f64,
-    seconds: f64,
-    expect_ok: bool,
-) -> anyhow::Result<Point> {
-    let rate = peak * f64::from(percent) / 100.0;
-    let total = ((rate * seconds) as u64).max(100);
-    let tag = bench.fresh_tag("s");
-    timings.start();
-    let outcome = bench
-        .drive(
-            &format!("wasmpay open {percent}%"),
-            world::payments(&tag, users, merchants),
-            total,
-            Pacing::Open { rate_per_s: rate },
-            expect_ok,
-        )
-        .await?;
-    let recorded = timings.stop();
-    anyhow::ensure!(
-        outcome.complete(),
-        "open loop at {percent}%: {} of {total} answered ok; {:?} {:?}",
-        outcome.ok,
-        outcome.failures,
-        outcome.errors
-    );
-    // Let any backlog drain before the next point.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    Ok(Point {
-        percent,
-        offered: rate,
-        achieved: outcome.throughput(),
-        p50_ms: ms(outcome.at(0.5)),
-        p99_ms: ms(outcome.at(0.99)),
-        p999_ms: ms(outcome.at(0.999)),
-        max_ms: ms(outcome.max()),
-        commits: recorded.commit_us.len(),
-        commit_p99_ms: recorded.commit_us.value_at_quantile(0.99) as f64 / 1_000.0,
-        commit_max_ms: recorded.commit_us.max() as f64 / 1_000.0,
-    })
+}
+
+impl Runs<'_> {
+    /// A closed-loop run of `payments` against the running server, with
+    /// the daemon's timings.
+    async fn closed(&self, label: &str, payments: u64) -> anyhow::Result<Outcome> {
+        let tag = self.bench.fresh_tag("c");
+        self.timings.start();
+        let mut outcome = self
+            .bench
+            .drive(
+                label,
+                world::payments(&tag, self.users, self.merchants),
+                payments,
+                Pacing::Closed {
+                    window: self.bench.window,
+                },
+                true,
+            )
+            .await?;
+        outcome.timings = Some(self.timings.stop());
+        Ok(outcome)
+    }
+
+    /// One open-loop point against the running server: `percent` of the
+    /// peak for `seconds`, with the daemon's group commits during it. Every
+    /// request must be answered (ok, if `expect_ok`).
+    async fn open(&self, percent: u32, seconds: f64, expect_ok: bool) -> anyhow::Result<Point> {
+        let Runs {
+            bench,
+            timings,
+            users,
+            merchants,
+            peak,
+        } = *self;
+        let rate = peak * f64::from(percent) / 100.0;
+        let total = ((rate * seconds) as u64).max(100);
+        let tag = bench.fresh_tag("s");
+        timings.start();
+        let outcome = bench
+            .drive(
+                &format!("wasmpay open {percent}%"),
+                world::payments(&tag, users, merchants),
+                total,
+                Pacing::Open { rate_per_s: rate },
+                expect_ok,
+            )
+            .await?;
+        let recorded = timings.stop();
+        anyhow::ensure!(
+            outcome.complete(),
+            "open loop at {percent}%: {} of {total} answered ok; {:?} {:?}",
+            outcome.ok,
+            outcome.failures,
+            outcome.errors
+        );
+        // Let any backlog drain before the next point.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(Point {
+            percent,
+            offered: rate,
+            achieved: outcome.throughput(),
+            p50_ms: ms(outcome.at(0.5)),
+            p99_ms: ms(outcome.at(0.99)),
+            p999_ms: ms(outcome.at(0.999)),
+            max_ms: ms(outcome.max()),
+            commits: recorded.commit_us.len(),
+            commit_p99_ms: recorded.commit_us.value_at_quantile(0.99) as f64 / 1_000.0,
+            commit_max_ms: recorded.commit_us.max() as f64 / 1_000.0,
+        })
+    }
 }
 
 /// wasmpay with `merchants` merchants whose plugins are already in the
