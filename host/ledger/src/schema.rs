@@ -36,7 +36,9 @@ const WRITER_CACHE_KIB: i64 = 64 * 1024;
 /// file; a longer interval lets a checkpoint write a page once for many
 /// commits. Measured on a 200k-entry ledger: about 18% less CPU per payment
 /// than the default (BENCHMARKS.md). The WAL file grows to about 40 MiB.
-pub(crate) const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
+/// Used with `Checkpoint::InCommit` only: with the background checkpointer
+/// its WAL hook replaces SQLite's automatic checkpoint.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
 const READER_CACHE_KIB: i64 = 16 * 1024;
 const CHECKPOINTER_CACHE_KIB: i64 = 256;
 
