@@ -45,6 +45,7 @@ use wasmpay_bench::neighbour;
 use wasmpay_bench::server::Variant;
 use wasmpay_bench::timings::Timings;
 use wasmpay_bench::{Bench, fmt_ms, ms, seed_plugins, vm_rss_kib, world};
+use wasmpay_ledger::page_cache::{self, PageCache};
 
 /// Stages `--only` can pick.
 const STAGES: [&str; 9] = [
@@ -164,6 +165,18 @@ struct Cli {
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
+    /// SQLite's page cache for the whole run: `remapped` (the ledger's
+    /// default: the lock page's key moved out of the way) or `sqlite` (as
+    /// SQLite comes, for comparison).
+    #[arg(long, value_enum, default_value_t = PageCacheArg::Remapped)]
+    page_cache: PageCacheArg,
+}
+
+/// `--page-cache`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PageCacheArg {
+    Remapped,
+    Sqlite,
 }
 
 fn main() -> ExitCode {
@@ -232,6 +245,14 @@ struct ScaleRun {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    let page_cache = match cli.page_cache {
+        PageCacheArg::Remapped => PageCache::LockPageRemapped,
+        PageCacheArg::Sqlite => PageCache::Sqlite,
+    };
+    anyhow::ensure!(
+        page_cache::configure(page_cache) == page_cache,
+        "--page-cache: SQLite was started before the bench could choose its page cache"
+    );
     for stage in &cli.only {
         anyhow::ensure!(
             STAGES.contains(&stage.as_str()),
@@ -707,8 +728,15 @@ fn print_report(cli: &Cli, report: &Report, elapsed: Duration) {
         elapsed.as_secs_f64()
     );
     println!(
-        "{} users, {} merchants, {} load connections x {} in flight (closed loop), {} payments per run ({} for naive).",
-        cli.users, cli.merchants, cli.clients, cli.window, cli.payments, cli.naive_payments
+        "{} users, {} merchants, {} load connections x {} in flight (closed loop), {} payments per run ({} for naive), SQLite page cache `{:?}` ({} page swaps through the lock page's key).",
+        cli.users,
+        cli.merchants,
+        cli.clients,
+        cli.window,
+        cli.payments,
+        cli.naive_payments,
+        cli.page_cache,
+        page_cache::lock_page_swaps()
     );
     println!();
     if !report.closed.is_empty() {

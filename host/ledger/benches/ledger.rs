@@ -9,6 +9,9 @@
 //!    whether history size slows writes;
 //! 3. `verify` time on that ledger, per million entries.
 //!
+//! `LEDGER_BENCH_PAGE_CACHE=sqlite` runs it all on SQLite's page cache as it
+//! comes instead of the ledger's (`page_cache`), for comparison.
+//!
 //! A plain binary rather than criterion: each point is a long steady run
 //! against a file on disk, and the fsync-bound points take seconds each.
 
@@ -20,6 +23,7 @@ use rusqlite::{Connection, params};
 use wasmpay_domain::{
     Currency, MerchantId, Money, PaymentId, PlatformFee, Quote, QuoteLimits, RequestId, UserId,
 };
+use wasmpay_ledger::page_cache::{self, PageCache};
 use wasmpay_ledger::{
     Ledger, LedgerOptions, Op, OpKind, Overdraft, Owner, PaymentDecided, Principal, Synchronous,
 };
@@ -270,9 +274,16 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
+    // SQLite's page cache, process-wide: `LEDGER_BENCH_PAGE_CACHE=sqlite`
+    // runs SQLite's own as it comes, for comparison with the default.
+    let page_cache = match std::env::var("LEDGER_BENCH_PAGE_CACHE").as_deref() {
+        Ok("sqlite") => PageCache::Sqlite,
+        _ => PageCache::LockPageRemapped,
+    };
+    assert_eq!(page_cache::configure(page_cache), page_cache);
     let dir = tempfile::tempdir().unwrap();
 
-    println!("### Payments per second by batch size (fresh ledger)\n");
+    println!("### Payments per second by batch size (fresh ledger, page cache {page_cache:?})\n");
     println!(
         "| synchronous | batch | ledger payments/s | ledger CPU µs/payment | raw SQLite same rows/s | raw CPU µs/payment | ledger / raw |"
     );

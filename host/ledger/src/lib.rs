@@ -19,6 +19,8 @@
 //! - `schema`: pragmas and versioned migrations.
 //! - `checkpoint`: [`Checkpoint`], copying the write-ahead log into the
 //!   file on a thread of its own, so that no commit waits for the copy.
+//! - [`page_cache`]: SQLite's page cache with the lock page's key moved out
+//!   of its way, so that a commit does not walk every cached page.
 //!
 //! Invariants: every journal entry's postings sum to zero per currency
 //! (asserted before commit: a violation is a bug and panics); an account's
@@ -34,6 +36,7 @@ mod error;
 mod journal;
 pub mod op;
 pub mod outcome;
+pub mod page_cache;
 mod payments;
 mod plugins;
 mod reader;

@@ -12,6 +12,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::LedgerError;
+use crate::page_cache::{self, PageCache};
 
 /// `wasp` in ASCII: marks a wasmpay ledger file.
 pub(crate) const APPLICATION_ID: i64 = 0x7761_7370;
@@ -239,6 +240,7 @@ pub(crate) fn open_writer(
     path: &Path,
     synchronous: Synchronous,
 ) -> Result<Connection, LedgerError> {
+    page_cache::configure(PageCache::default());
     let mut conn = Connection::open(path)?;
     configure(&conn, WRITER_CACHE_KIB)?;
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))?;
@@ -277,6 +279,7 @@ pub(crate) fn open_checkpointer(
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
+    page_cache::configure(PageCache::default());
     let conn = Connection::open_with_flags(path, flags)?;
     // The copy goes from the log to the file; it needs no page cache.
     configure(&conn, CHECKPOINTER_CACHE_KIB)?;
@@ -292,6 +295,7 @@ pub(crate) fn open_reader(path: &Path) -> Result<Connection, LedgerError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
+    page_cache::configure(PageCache::default());
     let conn = Connection::open_with_flags(path, flags)?;
     configure(&conn, READER_CACHE_KIB)?;
     let (_, version) = check_identity(&conn)?;

@@ -46,6 +46,9 @@ fn a_file_from_a_newer_schema_version_is_refused() {
 
 #[test]
 fn another_applications_database_is_refused() {
+    // SQLite takes its page cache before its first connection; in a binary
+    // of parallel tests, choose it before this raw one (a ledger would).
+    wasmpay_ledger::page_cache::configure(Default::default());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("other.db");
     Connection::open(&path)

@@ -84,6 +84,9 @@ enum PluginCmd {
 
 /// Parses the command line and runs it; the binary's whole `main`.
 pub fn main() -> ExitCode {
+    // SQLite takes its page cache before its first connection, so choose it
+    // before anything can open one (the ledger would, on its first open).
+    wasmpay_ledger::page_cache::configure(Default::default());
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Run(args) => tools::run_daemon(args),
