@@ -88,6 +88,11 @@ struct Cli {
         default_value = "10,25,50,75,90,100,110,120"
     )]
     sweep: Vec<u32>,
+    /// The closed-loop peak (payments/s) that open-loop rates are a
+    /// percentage of, instead of the one measured in this run: for
+    /// comparisons across runs at the same rates.
+    #[arg(long)]
+    peak: Option<f64>,
     /// Seconds of offered load per sweep point.
     #[arg(long, default_value_t = 3.0)]
     sweep_seconds: f64,
@@ -385,7 +390,7 @@ async fn measure(
             peak: 0.0,
         };
         let outcome = runs.closed(Variant::Wasmpay.name(), cli.payments).await?;
-        runs.peak = outcome.throughput();
+        runs.peak = cli.peak.unwrap_or_else(|| outcome.throughput());
         report.peak = Some(runs.peak);
         if wanted.contains("wasmpay") {
             report.closed.push((Variant::Wasmpay, outcome));
