@@ -27,6 +27,10 @@ pub struct Point {
     pub commits: u64,
     pub commit_p99_ms: f64,
     pub commit_max_ms: f64,
+    /// Per message, from when the daemon took it from the broker to each
+    /// of its stages (`timings::STAGES`): p50 and p99, in milliseconds.
+    /// Empty for a server without them (the echo).
+    pub stages_ms: Vec<(f64, f64)>,
 }
 
 const WIDTH: f64 = 760.0;
@@ -232,6 +236,7 @@ mod tests {
                 commits: 100,
                 commit_p99_ms: 3.0,
                 commit_max_ms: 30.0,
+                stages_ms: Vec::new(),
             })
             .collect();
         let svg = svg(&points, 3000.0, "test <run>");

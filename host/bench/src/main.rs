@@ -589,6 +589,15 @@ impl Runs<'_> {
             commits: recorded.commit_us.len(),
             commit_p99_ms: recorded.commit_us.value_at_quantile(0.99) as f64 / 1_000.0,
             commit_max_ms: recorded.commit_us.max() as f64 / 1_000.0,
+            stages_ms: recorded
+                .stages_us
+                .iter()
+                .filter(|h| !h.is_empty())
+                .map(|h| {
+                    let at = |q| h.value_at_quantile(q) as f64 / 1_000.0;
+                    (at(0.5), at(0.99))
+                })
+                .collect(),
         })
     }
 }
@@ -673,6 +682,36 @@ fn today() -> String {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .map(|s| s.trim().to_owned())
         .unwrap_or_default()
+}
+
+/// Where each point's latency accumulates inside the daemon: per stage, the
+/// time since the daemon took the message from the broker, beside the
+/// load generator's figure (from when the request was due).
+fn print_stages(points: &[Point]) {
+    if points.iter().all(|p| p.stages_ms.is_empty()) {
+        return;
+    }
+    println!();
+    println!(
+        "Inside the daemon, from when it took each message from the broker (p50 / p99): prepared = decoded and decided (plugin call included) with its turn come, handed = given to the writer, committed = its batch committed, acked = replies published and the message acked; the load generator's own figure beside them."
+    );
+    println!();
+    println!("| offered | prepared | handed | committed | acked | load generator |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for p in points {
+        let stages: Vec<String> = p
+            .stages_ms
+            .iter()
+            .map(|(p50, p99)| format!("{p50:.2} / {p99:.2} ms"))
+            .collect();
+        println!(
+            "| {}% | {} | {:.2} / {:.2} ms |",
+            p.percent,
+            stages.join(" | "),
+            p.p50_ms,
+            p.p99_ms
+        );
+    }
 }
 
 /// An open-loop point's cells, from the offered percentage to the longest
@@ -795,6 +834,7 @@ fn print_report(cli: &Cli, report: &Report, elapsed: Duration) {
         for p in &report.sweep {
             println!("| {}", point_cells(p));
         }
+        print_stages(&report.sweep);
         if let Some(half) = report.sweep.iter().find(|p| p.percent == 50) {
             let met = if half.p99_ms <= 10.0 {
                 "met"

@@ -1,7 +1,9 @@
 //! Where the daemon's time goes, from its own debug events: the writer's
-//! `batch committed` (`ops`, `commit_us`) and the handler's `plugin decided`
-//! (`elapsed_us`). A tracing layer that listens to those two events only, and
-//! only while switched on, so the measured runs pay nothing for it.
+//! `batch committed` (`ops`, `commit_us`), the handler's `plugin decided`
+//! (`elapsed_us`), and each message's `message stage` (`prepared_us`,
+//! `handed_us`, `committed_us`, `acked_us`: the time since the daemon took
+//! it from the broker). A tracing layer that listens to those events only,
+//! and only while switched on, so the measured runs pay nothing for it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,7 +30,14 @@ pub struct Recorded {
     pub commit_us: Histogram<u64>,
     /// One plugin call (fresh store, instantiate, call, convert), in µs.
     pub plugin_us: Histogram<u64>,
+    /// Per message, µs from when the daemon took it from the broker until
+    /// it reached each stage, in order: prepared (plugin decided, its turn
+    /// come), handed to the writer, committed, acked.
+    pub stages_us: [Histogram<u64>; STAGES.len()],
 }
+
+/// The stages of [`Recorded::stages_us`], by their event field.
+pub const STAGES: [&str; 4] = ["prepared_us", "handed_us", "committed_us", "acked_us"];
 
 impl Recorded {
     fn new() -> Self {
@@ -37,6 +46,7 @@ impl Recorded {
             batch_ops: histogram(),
             commit_us: histogram(),
             plugin_us: histogram(),
+            stages_us: std::array::from_fn(|_| histogram()),
         }
     }
 }
@@ -78,6 +88,8 @@ struct Fields {
     ops: Option<u64>,
     commit_us: Option<u64>,
     elapsed_us: Option<u64>,
+    /// A stage's index in [`STAGES`] and its time.
+    stage: Option<(usize, u64)>,
 }
 
 impl Visit for Fields {
@@ -86,7 +98,11 @@ impl Visit for Fields {
             "ops" => self.ops = Some(value),
             "commit_us" => self.commit_us = Some(value),
             "elapsed_us" => self.elapsed_us = Some(value),
-            _ => {}
+            name => {
+                if let Some(i) = STAGES.iter().position(|s| *s == name) {
+                    self.stage = Some((i, value));
+                }
+            }
         }
     }
 
@@ -104,7 +120,10 @@ impl<S: Subscriber> Layer<S> for TimingsLayer {
         let fields = metadata.fields();
         let wanted = metadata.is_event()
             && metadata.target().starts_with("wasmpay")
-            && (fields.field("commit_us").is_some() || fields.field("elapsed_us").is_some());
+            && ["commit_us", "elapsed_us"]
+                .iter()
+                .chain(&STAGES)
+                .any(|name| fields.field(name).is_some());
         if wanted {
             Interest::sometimes()
         } else {
@@ -128,6 +147,9 @@ impl<S: Subscriber> Layer<S> for TimingsLayer {
         }
         if let Some(elapsed_us) = fields.elapsed_us {
             recorded.plugin_us.saturating_record(elapsed_us.max(1));
+        }
+        if let Some((i, us)) = fields.stage {
+            recorded.stages_us[i].saturating_record(us.max(1));
         }
     }
 }

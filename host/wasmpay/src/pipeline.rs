@@ -35,6 +35,33 @@ use crate::handlers::{self, Shared};
 use crate::mqtt;
 use crate::writer::{Done, Item, Writer};
 
+/// The stages a message passes, in order, for [`stage_reached`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Stage {
+    /// Decoded, deduplicated and decided (the plugin call included), and
+    /// its turn in arrival order come.
+    Prepared,
+    /// Handed to the writer in a batch (after waiting for the writer).
+    Handed,
+    /// Its batch committed, its replies built.
+    Committed,
+    /// Replies published and the message acked.
+    Acked,
+}
+
+/// A debug event with the time since `message` was taken from the broker,
+/// in a field named after the stage (`prepared_us`, ...): where a reply's
+/// latency accumulates. Off (one relaxed load) unless a subscriber listens.
+pub(crate) fn stage_reached(message: &mqtt::Inbound, stage: Stage) {
+    let us = u64::try_from(message.received.elapsed().as_micros()).unwrap_or(u64::MAX);
+    match stage {
+        Stage::Prepared => tracing::debug!(prepared_us = us, "message stage"),
+        Stage::Handed => tracing::debug!(handed_us = us, "message stage"),
+        Stage::Committed => tracing::debug!(committed_us = us, "message stage"),
+        Stage::Acked => tracing::debug!(acked_us = us, "message stage"),
+    }
+}
+
 /// Runs the daemon until `shutdown` resolves, then stops taking messages,
 /// commits and acks what is in flight, and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -82,10 +109,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 if let Some(message) = &message {
                     replier_metrics.replied(message.received.elapsed());
                 }
-                if let Some(message) = message
-                    && let Err(e) = replier_broker.ack(&message).await
-                {
-                    tracing::error!(error = %e, "ack not sent; the broker will redeliver");
+                if let Some(message) = message {
+                    if let Err(e) = replier_broker.ack(&message).await {
+                        tracing::error!(error = %e, "ack not sent; the broker will redeliver");
+                    }
+                    stage_reached(&message, Stage::Acked);
                 }
             }
         }
@@ -121,12 +149,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                     anyhow::bail!("the ledger writer stopped");
                 };
                 let count = pending.len().min(batch_ops_max);
-                permit.send(pending.drain(..count).collect());
+                let batch: Vec<Item> = pending.drain(..count).collect();
+                for (message, _) in &batch {
+                    if let Some(message) = message {
+                        stage_reached(message, Stage::Handed);
+                    }
+                }
+                permit.send(batch);
             }
             Some(first) = ordered.next(), if !ordered.is_empty() => {
+                let from = pending.len();
                 pending.push(first);
                 while let Some(Some(item)) = ordered.next().now_or_never() {
                     pending.push(item);
+                }
+                for (message, _) in &pending[from..] {
+                    if let Some(message) = message {
+                        stage_reached(message, Stage::Prepared);
+                    }
                 }
             }
             message = inbound.recv(), if !stopping && ordered.len() + pending.len() < depth => {

@@ -97,6 +97,11 @@ impl Writer {
     ) -> anyhow::Result<()> {
         while let Some(batch) = batches.blocking_recv() {
             let answered = self.apply(batch)?;
+            for (message, _) in &answered {
+                if let Some(message) = message {
+                    crate::pipeline::stage_reached(message, crate::pipeline::Stage::Committed);
+                }
+            }
             if done.send(answered).is_err() {
                 break;
             }
