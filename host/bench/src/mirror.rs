@@ -32,7 +32,7 @@ use std::time::Duration;
 use futures::FutureExt as _;
 use futures::StreamExt as _;
 use futures::stream::FuturesOrdered;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use wasmpay::Config;
 use wasmpay::handlers::{self, Prepared, Ready, ReplyTo, Shared, Work};
 use wasmpay::mqtt::{self, Inbound};
@@ -234,8 +234,8 @@ pub enum Rule {
 pub enum Batching {
     /// As `pipeline::run` does: prepared work waits in the loop, in arrival
     /// order, while the writer commits, and goes as one batch (up to
-    /// `batch_ops_max`) when the writer can take it; the writer's channel
-    /// is one batch deep, and intake never waits on the writer (the
+    /// `batch_ops_max`) when the writer is done with the last batch (no
+    /// batch queued ahead of it), and intake never waits on the writer (the
     /// broker's receive maximum still bounds what is in flight).
     Daemon,
     /// The daemon's loop before `cbf28a1`: a batch is whatever is prepared
@@ -296,9 +296,15 @@ pub async fn run_pipeline(
     };
     let (batch_tx, batch_rx) = mpsc::channel::<Vec<Item>>(queued_batches_max);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Vec<Done>>();
-    let writer_thread = std::thread::Builder::new()
-        .name("ledger-writer".to_owned())
-        .spawn(move || writer.run(batch_rx, done_tx))?;
+    // As in the daemon: the next batch leaves when the writer is free
+    // (`Daemon`; `Eager` queues batches instead and ignores it).
+    let writer_free = Arc::new(Semaphore::new(1));
+    let writer_thread = {
+        let free = writer_free.clone();
+        std::thread::Builder::new()
+            .name("ledger-writer".to_owned())
+            .spawn(move || writer.run(batch_rx, done_tx, &free))?
+    };
     let replier_broker = broker.clone();
     let replier_metrics = shared.metrics.clone();
     let replier = tokio::spawn(async move {
@@ -328,10 +334,12 @@ pub async fn run_pipeline(
         tokio::select! {
             biased;
             () = &mut shutdown, if !stopping => stopping = true,
-            permit = batch_tx.reserve(), if !pending.is_empty() => {
-                let permit = permit.map_err(|_| anyhow::anyhow!("the ledger writer stopped"))?;
+            free = writer_free.acquire(), if !pending.is_empty() => {
+                free.map_err(|_| anyhow::anyhow!("the ledger writer stopped"))?.forget();
                 let count = pending.len().min(batch_ops_max);
-                permit.send(pending.drain(..count).collect());
+                batch_tx
+                    .try_send(pending.drain(..count).collect())
+                    .map_err(|_| anyhow::anyhow!("the ledger writer stopped"))?;
             }
             Some(first) = ordered.next(), if !ordered.is_empty() => match batching {
                 Batching::Daemon => {
@@ -487,9 +495,10 @@ pub async fn run_naive(
             .map_err(anyhow::Error::msg)?;
     let (batch_tx, batch_rx) = mpsc::channel::<Vec<Item>>(1);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Vec<Done>>();
+    // One message at a time: the writer's permits are never waited for.
     let writer_thread = std::thread::Builder::new()
         .name("ledger-writer".to_owned())
-        .spawn(move || writer.run(batch_rx, done_tx))?;
+        .spawn(move || writer.run(batch_rx, done_tx, &Semaphore::new(0)))?;
     tokio::pin!(shutdown);
     loop {
         let message = tokio::select! {

@@ -28,7 +28,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::config::Config;
 use crate::handlers::{self, Shared};
@@ -74,14 +74,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             .map_err(anyhow::Error::msg)?;
 
     let depth = usize::from(config.broker.inflight_messages_max);
-    // Depth 1: while the writer commits one batch, the next one grows in
-    // `pending`, so a busy writer gets bigger batches (group commit) instead
-    // of a queue of tiny ones, each paying its own fsync.
+    // One batch at a time: the next batch leaves only when the writer is
+    // done with the last one (`writer_free`), so everything that was
+    // prepared while it committed goes in one batch (group commit). With a
+    // batch queued ahead instead, the first message prepared during each
+    // commit left alone in a batch of its own, and the rest waited for the
+    // commit after it: commits alternated between one operation and many,
+    // and a message often waited two commits instead of one.
+    let writer_free = Arc::new(Semaphore::new(1));
     let (batch_tx, batch_rx) = mpsc::channel::<Vec<Item>>(1);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Vec<Done>>();
-    let writer_thread = std::thread::Builder::new()
-        .name("ledger-writer".to_owned())
-        .spawn(move || writer.run(batch_rx, done_tx))?;
+    let writer_thread = {
+        let free = writer_free.clone();
+        std::thread::Builder::new()
+            .name("ledger-writer".to_owned())
+            .spawn(move || writer.run(batch_rx, done_tx, &free))?
+    };
 
     let metrics_task = if config.metrics.listen.is_empty() {
         None
@@ -144,10 +152,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 tracing::warn!(unfinished = ordered.len(), "shutdown grace over; unfinished messages stay unacked and will be redelivered");
                 break;
             }
-            permit = batch_tx.reserve(), if !pending.is_empty() => {
-                let Ok(permit) = permit else {
-                    anyhow::bail!("the ledger writer stopped");
-                };
+            free = writer_free.acquire(), if !pending.is_empty() => {
+                // The writer gives the permit back when it is done with the
+                // batch; the channel is empty whenever the permit is held.
+                free.map_err(|_| anyhow::anyhow!("the ledger writer stopped"))?.forget();
                 let count = pending.len().min(batch_ops_max);
                 let batch: Vec<Item> = pending.drain(..count).collect();
                 for (message, _) in &batch {
@@ -155,7 +163,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                         stage_reached(message, Stage::Handed);
                     }
                 }
-                permit.send(batch);
+                if batch_tx.try_send(batch).is_err() {
+                    anyhow::bail!("the ledger writer stopped");
+                }
             }
             Some(first) = ordered.next(), if !ordered.is_empty() => {
                 let from = pending.len();

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use wasmpay_domain::MerchantId;
 use wasmpay_ledger::{Checkpoint, Ledger, LedgerOptions, OpResult, Reader, Synchronous};
 use wasmpay_plugin::{Compiled, LoadedPlugin, PluginMeta};
@@ -87,13 +87,33 @@ impl Writer {
         })
     }
 
-    /// Applies batches until the channel closes. A storage failure stops the
-    /// daemon: nothing of the failed batch was written or acked, so the
+    /// Applies batches until the channel closes, and adds a permit to `free`
+    /// after each, when it is ready for the next. A storage failure stops
+    /// the daemon: nothing of the failed batch was written or acked, so the
     /// broker redelivers it after a restart.
     pub fn run(
         mut self,
         mut batches: mpsc::Receiver<Vec<Item>>,
         done: mpsc::UnboundedSender<Vec<Done>>,
+        free: &Semaphore,
+    ) -> anyhow::Result<()> {
+        /// However the writer ends (a panic included), no permit will come:
+        /// closing the semaphore stops the pipeline from waiting for one.
+        struct CloseOnDrop<'a>(&'a Semaphore);
+        impl Drop for CloseOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.close();
+            }
+        }
+        let _close = CloseOnDrop(free);
+        self.apply_all(&mut batches, &done, free)
+    }
+
+    fn apply_all(
+        &mut self,
+        batches: &mut mpsc::Receiver<Vec<Item>>,
+        done: &mpsc::UnboundedSender<Vec<Done>>,
+        free: &Semaphore,
     ) -> anyhow::Result<()> {
         while let Some(batch) = batches.blocking_recv() {
             let answered = self.apply(batch)?;
@@ -107,6 +127,7 @@ impl Writer {
             }
             // After the replies are handed over, so none waits for it.
             self.ledger.checkpoint_tail();
+            free.add_permits(1);
         }
         Ok(())
     }
@@ -409,5 +430,47 @@ fn log_result(result: &OpResult) {
         OpResult::Conflict { differing } => {
             tracing::info!(?differing, "conflicting retry");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The writer gives a permit back after each batch, once it is done with
+    /// it, and closes the semaphore when it stops, so the pipeline never
+    /// waits for a writer that is gone.
+    #[test]
+    fn the_writer_frees_a_permit_per_batch_and_closes_when_it_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.ledger.path = dir.path().join("ledger.db");
+        config.pipeline.plugin_workers = 1;
+        let shared = Arc::new(Shared::open(&config).unwrap());
+        let writer = Writer::open(&config, shared).unwrap();
+        let free = Arc::new(Semaphore::new(0));
+        let (batch_tx, batch_rx) = mpsc::channel::<Vec<Item>>(1);
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+        let thread = {
+            let free = free.clone();
+            std::thread::spawn(move || writer.run(batch_rx, done_tx, &free))
+        };
+        for round in 1..=2 {
+            batch_tx
+                .blocking_send(vec![(None, Prepared::Answer(Vec::new()))])
+                .unwrap();
+            let done = done_rx.blocking_recv().unwrap();
+            assert_eq!(done.len(), 1);
+            // The permit follows the batch's hand-over; wait for it.
+            let permit = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(free.acquire())
+                .unwrap_or_else(|_| panic!("round {round}: closed while running"));
+            permit.forget();
+        }
+        drop(batch_tx);
+        thread.join().unwrap().unwrap();
+        assert!(free.is_closed());
     }
 }
