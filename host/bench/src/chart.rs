@@ -31,6 +31,14 @@ pub struct Point {
     /// of its stages (`timings::STAGES`): p50 and p99, in milliseconds.
     /// Empty for a server without them (the echo).
     pub stages_ms: Vec<(f64, f64)>,
+    /// The writer's copies of the log's tail: how many, and their median
+    /// and longest in milliseconds.
+    pub tails: u64,
+    pub tail_p50_ms: f64,
+    pub tail_max_ms: f64,
+    /// Pages the writer's tail copies had to copy: median and most.
+    pub tail_pages_p50: u64,
+    pub tail_pages_max: u64,
 }
 
 const WIDTH: f64 = 760.0;
@@ -237,6 +245,11 @@ mod tests {
                 commit_p99_ms: 3.0,
                 commit_max_ms: 30.0,
                 stages_ms: Vec::new(),
+                tails: 0,
+                tail_p50_ms: 0.0,
+                tail_max_ms: 0.0,
+                tail_pages_p50: 0,
+                tail_pages_max: 0,
             })
             .collect();
         let svg = svg(&points, 3000.0, "test <run>");

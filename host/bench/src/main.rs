@@ -598,6 +598,11 @@ impl Runs<'_> {
                     (at(0.5), at(0.99))
                 })
                 .collect(),
+            tails: recorded.tail_us.len(),
+            tail_p50_ms: recorded.tail_us.value_at_quantile(0.5) as f64 / 1_000.0,
+            tail_max_ms: recorded.tail_us.max() as f64 / 1_000.0,
+            tail_pages_p50: recorded.tail_pages.value_at_quantile(0.5),
+            tail_pages_max: recorded.tail_pages.max(),
         })
     }
 }
@@ -696,8 +701,10 @@ fn print_stages(points: &[Point]) {
         "Inside the daemon, from when it took each message from the broker (p50 / p99): prepared = decoded and decided (plugin call included) with its turn come, handed = given to the writer, committed = its batch committed, acked = replies published and the message acked; the load generator's own figure beside them."
     );
     println!();
-    println!("| offered | prepared | handed | committed | acked | load generator |");
-    println!("| --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| offered | prepared | handed | committed | acked | load generator | tail copies: count, p50 / longest, pages p50 / most |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
     for p in points {
         let stages: Vec<String> = p
             .stages_ms
@@ -705,11 +712,16 @@ fn print_stages(points: &[Point]) {
             .map(|(p50, p99)| format!("{p50:.2} / {p99:.2} ms"))
             .collect();
         println!(
-            "| {}% | {} | {:.2} / {:.2} ms |",
+            "| {}% | {} | {:.2} / {:.2} ms | {}, {:.1} / {:.1} ms, {} / {} |",
             p.percent,
             stages.join(" | "),
             p.p50_ms,
-            p.p99_ms
+            p.p99_ms,
+            p.tails,
+            p.tail_p50_ms,
+            p.tail_max_ms,
+            p.tail_pages_p50,
+            p.tail_pages_max
         );
     }
 }

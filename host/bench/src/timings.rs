@@ -1,6 +1,7 @@
 //! Where the daemon's time goes, from its own debug events: the writer's
 //! `batch committed` (`ops`, `commit_us`), the handler's `plugin decided`
-//! (`elapsed_us`), and each message's `message stage` (`prepared_us`,
+//! (`elapsed_us`), the ledger's `checkpoint tail copied` (`tail_us`,
+//! `tail_pages`), and each message's `message stage` (`prepared_us`,
 //! `handed_us`, `committed_us`, `acked_us`: the time since the daemon took
 //! it from the broker). A tracing layer that listens to those events only,
 //! and only while switched on, so the measured runs pay nothing for it.
@@ -34,6 +35,10 @@ pub struct Recorded {
     /// it reached each stage, in order: prepared (plugin decided, its turn
     /// come), handed to the writer, committed, acked.
     pub stages_us: [Histogram<u64>; STAGES.len()],
+    /// The writer's copies of the log's tail between batches, in µs, and
+    /// the pages each had to copy.
+    pub tail_us: Histogram<u64>,
+    pub tail_pages: Histogram<u64>,
 }
 
 /// The stages of [`Recorded::stages_us`], by their event field.
@@ -47,6 +52,8 @@ impl Recorded {
             commit_us: histogram(),
             plugin_us: histogram(),
             stages_us: std::array::from_fn(|_| histogram()),
+            tail_us: histogram(),
+            tail_pages: histogram(),
         }
     }
 }
@@ -88,6 +95,8 @@ struct Fields {
     ops: Option<u64>,
     commit_us: Option<u64>,
     elapsed_us: Option<u64>,
+    tail_us: Option<u64>,
+    tail_pages: Option<u64>,
     /// A stage's index in [`STAGES`] and its time.
     stage: Option<(usize, u64)>,
 }
@@ -98,6 +107,8 @@ impl Visit for Fields {
             "ops" => self.ops = Some(value),
             "commit_us" => self.commit_us = Some(value),
             "elapsed_us" => self.elapsed_us = Some(value),
+            "tail_us" => self.tail_us = Some(value),
+            "tail_pages" => self.tail_pages = Some(value),
             name => {
                 if let Some(i) = STAGES.iter().position(|s| *s == name) {
                     self.stage = Some((i, value));
@@ -120,7 +131,7 @@ impl<S: Subscriber> Layer<S> for TimingsLayer {
         let fields = metadata.fields();
         let wanted = metadata.is_event()
             && metadata.target().starts_with("wasmpay")
-            && ["commit_us", "elapsed_us"]
+            && ["commit_us", "elapsed_us", "tail_us"]
                 .iter()
                 .chain(&STAGES)
                 .any(|name| fields.field(name).is_some());
@@ -147,6 +158,12 @@ impl<S: Subscriber> Layer<S> for TimingsLayer {
         }
         if let Some(elapsed_us) = fields.elapsed_us {
             recorded.plugin_us.saturating_record(elapsed_us.max(1));
+        }
+        if let Some(us) = fields.tail_us {
+            recorded.tail_us.saturating_record(us.max(1));
+            recorded
+                .tail_pages
+                .saturating_record(fields.tail_pages.unwrap_or(0).max(1));
         }
         if let Some((i, us)) = fields.stage {
             recorded.stages_us[i].saturating_record(us.max(1));

@@ -169,17 +169,26 @@ fn after_commit(state: &State, wal: &mut Wal, pages: i32) {
         Phase::TailDue if pages >= CHECKPOINT_START_PAGES + TAIL_BACKSTOP_PAGES => {
             *phase = Phase::Idle;
             drop(phase);
-            log_tail_copy(wal.checkpoint_v2(CheckpointMode::PASSIVE));
+            copy_tail(|mode| wal.checkpoint_v2(mode));
         }
         _ => {}
     }
 }
 
-/// Logs the outcome of the writer's copy of the tail: a failure is retried
-/// at the next threshold.
-pub(crate) fn log_tail_copy(result: rusqlite::Result<(i32, i32)>) {
-    match result {
-        Ok((log, copied)) => tracing::debug!(log, copied, "checkpoint tail copied"),
+/// The writer's copy of the tail (from the WAL hook, or between batches):
+/// a failure is logged and retried at the next threshold.
+pub(crate) fn copy_tail(mut copy: impl FnMut(CheckpointMode) -> rusqlite::Result<(i32, i32)>) {
+    // What is left to copy: NOOP reads the log's header and copies nothing.
+    let left = copy(CheckpointMode::NOOP).map_or(-1, |(log, copied)| log - copied);
+    let started = std::time::Instant::now();
+    match copy(CheckpointMode::PASSIVE) {
+        Ok((log, copied)) => tracing::debug!(
+            log,
+            copied,
+            tail_pages = left,
+            tail_us = started.elapsed().as_micros() as u64,
+            "checkpoint tail copied"
+        ),
         Err(e) => tracing::warn!(error = %e, "checkpoint of the log's tail failed"),
     }
 }
@@ -226,7 +235,7 @@ fn copy_loop(conn: &Connection, state: &State) {
         tracing::debug!(
             passes,
             left,
-            elapsed_us = started.elapsed().as_micros() as u64,
+            copy_us = started.elapsed().as_micros() as u64,
             "checkpoint copied"
         );
         let mut phase = state.phase();

@@ -198,10 +198,7 @@ impl Ledger {
             .as_ref()
             .is_some_and(Checkpointer::take_tail);
         if due {
-            checkpoint::log_tail_copy(
-                self.conn
-                    .wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE),
-            );
+            checkpoint::copy_tail(|mode| self.conn.wal_checkpoint_v2(None::<&str>, mode));
         }
         due
     }
