@@ -53,12 +53,13 @@ pub(crate) enum Stage {
 /// in a field named after the stage (`prepared_us`, ...): where a reply's
 /// latency accumulates. Off (one relaxed load) unless a subscriber listens.
 pub(crate) fn stage_reached(message: &mqtt::Inbound, stage: Stage) {
-    let us = u64::try_from(message.received.elapsed().as_micros()).unwrap_or(u64::MAX);
+    // A field's value is computed only when the event is enabled.
+    let us = || u64::try_from(message.received.elapsed().as_micros()).unwrap_or(u64::MAX);
     match stage {
-        Stage::Prepared => tracing::debug!(prepared_us = us, "message stage"),
-        Stage::Handed => tracing::debug!(handed_us = us, "message stage"),
-        Stage::Committed => tracing::debug!(committed_us = us, "message stage"),
-        Stage::Acked => tracing::debug!(acked_us = us, "message stage"),
+        Stage::Prepared => tracing::debug!(prepared_us = us(), "message stage"),
+        Stage::Handed => tracing::debug!(handed_us = us(), "message stage"),
+        Stage::Committed => tracing::debug!(committed_us = us(), "message stage"),
+        Stage::Acked => tracing::debug!(acked_us = us(), "message stage"),
     }
 }
 
