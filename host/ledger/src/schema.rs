@@ -235,14 +235,22 @@ fn check_identity(conn: &Connection) -> Result<(i64, i64), LedgerError> {
     Ok((application_id, version))
 }
 
+/// Opens a connection with the ledger's settings and a page cache of
+/// `cache_kib`, after choosing SQLite's page cache for the process (which
+/// only the first connection can).
+fn connect(path: &Path, flags: OpenFlags, cache_kib: i64) -> Result<Connection, LedgerError> {
+    page_cache::configure(PageCache::default());
+    let conn = Connection::open_with_flags(path, flags)?;
+    configure(&conn, cache_kib)?;
+    Ok(conn)
+}
+
 /// Opens (creating if needed) the writer's connection and migrates the file.
 pub(crate) fn open_writer(
     path: &Path,
     synchronous: Synchronous,
 ) -> Result<Connection, LedgerError> {
-    page_cache::configure(PageCache::default());
-    let mut conn = Connection::open(path)?;
-    configure(&conn, WRITER_CACHE_KIB)?;
+    let mut conn = connect(path, OpenFlags::default(), WRITER_CACHE_KIB)?;
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(LedgerError::InvalidOptions(format!(
@@ -279,10 +287,8 @@ pub(crate) fn open_checkpointer(
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
-    page_cache::configure(PageCache::default());
-    let conn = Connection::open_with_flags(path, flags)?;
     // The copy goes from the log to the file; it needs no page cache.
-    configure(&conn, CHECKPOINTER_CACHE_KIB)?;
+    let conn = connect(path, flags, CHECKPOINTER_CACHE_KIB)?;
     conn.pragma_update(None, "synchronous", synchronous_pragma(synchronous))?;
     // Reading the file opens this connection's view of the log, without
     // which its checkpoints find nothing to copy.
@@ -295,9 +301,7 @@ pub(crate) fn open_reader(path: &Path) -> Result<Connection, LedgerError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
-    page_cache::configure(PageCache::default());
-    let conn = Connection::open_with_flags(path, flags)?;
-    configure(&conn, READER_CACHE_KIB)?;
+    let conn = connect(path, flags, READER_CACHE_KIB)?;
     let (_, version) = check_identity(&conn)?;
     if version < SCHEMA_VERSION {
         return Err(LedgerError::SchemaTooOld {
