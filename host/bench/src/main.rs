@@ -250,6 +250,12 @@ struct ScaleRun {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(peak) = cli.peak {
+        anyhow::ensure!(
+            peak.is_finite() && peak > 0.0,
+            "--peak {peak}: expected payments per second above 0"
+        );
+    }
     let page_cache = match cli.page_cache {
         PageCacheArg::Remapped => PageCache::LockPageRemapped,
         PageCacheArg::Sqlite => PageCache::Sqlite,
@@ -589,15 +595,20 @@ impl Runs<'_> {
             commits: recorded.commit_us.len(),
             commit_p99_ms: recorded.commit_us.value_at_quantile(0.99) as f64 / 1_000.0,
             commit_max_ms: recorded.commit_us.max() as f64 / 1_000.0,
-            stages_ms: recorded
-                .stages_us
-                .iter()
-                .filter(|h| !h.is_empty())
-                .map(|h| {
-                    let at = |q| h.value_at_quantile(q) as f64 / 1_000.0;
-                    (at(0.5), at(0.99))
-                })
-                .collect(),
+            // All four stages or none (a server without them), so the
+            // columns stay aligned.
+            stages_ms: if recorded.stages_us.iter().all(|h| h.is_empty()) {
+                Vec::new()
+            } else {
+                recorded
+                    .stages_us
+                    .iter()
+                    .map(|h| {
+                        let at = |q| h.value_at_quantile(q) as f64 / 1_000.0;
+                        (at(0.5), at(0.99))
+                    })
+                    .collect()
+            },
             tails: recorded.tail_us.len(),
             tail_p50_ms: recorded.tail_us.value_at_quantile(0.5) as f64 / 1_000.0,
             tail_max_ms: recorded.tail_us.max() as f64 / 1_000.0,
