@@ -81,6 +81,8 @@ pub struct Bench {
     pub progress: bool,
     /// Records the daemon's own timings during every closed-loop run.
     pub timings: Option<std::sync::Arc<timings::Timings>>,
+    /// `plugins.memory_reset` of every daemon configuration.
+    pub memory_reset: wasmpay_plugin::MemoryReset,
     runs: AtomicU64,
 }
 
@@ -101,6 +103,7 @@ impl Bench {
             window,
             progress,
             timings: None,
+            memory_reset: wasmpay_plugin::MemoryReset::default(),
             runs: AtomicU64::new(0),
         }
     }
@@ -115,11 +118,13 @@ impl Bench {
     pub fn config(&self, tag: &str) -> anyhow::Result<wasmpay::Config> {
         let dir = self.data_dir.join(tag);
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-        Ok(server::daemon_config(
+        let mut config = server::daemon_config(
             &self.address,
             &format!("bench-{tag}"),
             &dir.join("wasmpay.db"),
-        ))
+        );
+        config.plugins.memory_reset = self.memory_reset;
+        Ok(config)
     }
 
     /// Starts `variant` with `config` and waits until it answers; returns

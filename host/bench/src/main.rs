@@ -175,6 +175,28 @@ struct Cli {
     /// SQLite comes, for comparison).
     #[arg(long, value_enum, default_value_t = PageCacheArg::Remapped)]
     page_cache: PageCacheArg,
+    /// `plugins.memory_reset` of the daemons (`auto`, the default, `scan`
+    /// or `madvise`), for comparison.
+    #[arg(long, value_enum, default_value_t = MemoryResetArg::Auto)]
+    memory_reset: MemoryResetArg,
+}
+
+/// `--memory-reset`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum MemoryResetArg {
+    Auto,
+    Scan,
+    Madvise,
+}
+
+impl From<MemoryResetArg> for wasmpay_plugin::MemoryReset {
+    fn from(arg: MemoryResetArg) -> Self {
+        match arg {
+            MemoryResetArg::Auto => Self::Auto,
+            MemoryResetArg::Scan => Self::Scan,
+            MemoryResetArg::Madvise => Self::Madvise,
+        }
+    }
 }
 
 /// `--page-cache`.
@@ -312,10 +334,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         !cli.quiet,
     );
     bench.timings = Some(timings.clone());
+    bench.memory_reset = cli.memory_reset.into();
+    // What `auto` comes to on this machine, for the report.
+    let memory_reset = wasmpay_plugin::Runtime::new(wasmpay_plugin::Limits {
+        memory_reset: bench.memory_reset,
+        ..wasmpay_plugin::Limits::default()
+    })?
+    .memory_reset();
     let started = Instant::now();
     let report = client_runtime.block_on(measure(&cli, &wanted, &bench, &timings))?;
     drop(broker);
-    print_report(&cli, &report, started.elapsed());
+    print_report(&cli, &report, memory_reset, started.elapsed());
     if !report.sweep.is_empty()
         && let Some(peak) = report.peak
     {
@@ -784,7 +813,12 @@ fn outcome_row(name: &str, o: &Outcome) -> String {
     )
 }
 
-fn print_report(cli: &Cli, report: &Report, elapsed: Duration) {
+fn print_report(
+    cli: &Cli,
+    report: &Report,
+    memory_reset: wasmpay_plugin::MemoryReset,
+    elapsed: Duration,
+) {
     println!();
     println!(
         "Run {} on {} ({} cores), load average at the end {}, {:.0} s in all.",
@@ -795,7 +829,7 @@ fn print_report(cli: &Cli, report: &Report, elapsed: Duration) {
         elapsed.as_secs_f64()
     );
     println!(
-        "{} users, {} merchants, {} load connections x {} in flight (closed loop), {} payments per run ({} for naive), SQLite page cache `{:?}` ({} page swaps through the lock page's key).",
+        "{} users, {} merchants, {} load connections x {} in flight (closed loop), {} payments per run ({} for naive), SQLite page cache `{:?}` ({} page swaps through the lock page's key), plugin memory reset `{:?}`.",
         cli.users,
         cli.merchants,
         cli.clients,
@@ -803,7 +837,8 @@ fn print_report(cli: &Cli, report: &Report, elapsed: Duration) {
         cli.payments,
         cli.naive_payments,
         cli.page_cache,
-        page_cache::lock_page_swaps()
+        page_cache::lock_page_swaps(),
+        memory_reset
     );
     println!();
     if !report.closed.is_empty() {

@@ -12,9 +12,13 @@
 //! Schemes compared, each with a fresh instance per call unless it says so:
 //! - `on-demand`: `pooling_slots = 0`; each call's memory is mapped on demand
 //!   (copy-on-write from the plugin's image).
-//! - `pooling`: the pooling allocator (`Limits::pooling_slots`, the default), which keeps
-//!   warm instance slots and resets them between calls (64 KiB of each in
-//!   place).
+//! - `pooling, madvise`: the pooling allocator (`Limits::pooling_slots`, the
+//!   default), which keeps warm instance slots; between calls the lowest
+//!   64 KiB of a slot's memory is reset in place and the rest unmapped
+//!   (`plugins.memory_reset = "madvise"`).
+//! - `pooling, scan`: the same slots, with only the pages a call touched
+//!   copied back and nothing unmapped (`"scan"`, what `"auto"` takes on
+//!   Linux 6.7 and later); left out where the kernel lacks it.
 //! - `reused instance`: one instance called again and again. Not isolated
 //!   (one call's state leaks into the next, and a trap poisons it), so it is
 //!   here only as the floor that isolation is paid against.
@@ -29,7 +33,9 @@ use wasmpay_domain::{
     Code, Currency, Decision, LineKind, MerchantId, Money, PaymentId, Quote, QuoteLine, SubAccount,
     UserId,
 };
-use wasmpay_plugin::{Limits, LoadedPlugin, NoActivity, PaymentInput, PluginMeta, Runtime};
+use wasmpay_plugin::{
+    Limits, LoadedPlugin, MemoryReset, NoActivity, PaymentInput, PluginMeta, Runtime,
+};
 use wasmpay_plugin_artifacts as artifacts;
 
 /// Samples per per-call measurement: enough for a stable 99th percentile.
@@ -295,11 +301,19 @@ fn main() {
         ..Limits::default()
     })
     .unwrap();
-    let pooling = Runtime::new(Limits {
-        pooling_slots: 16,
-        ..Limits::default()
-    })
-    .unwrap();
+    let pooled = |memory_reset| {
+        Runtime::new(Limits {
+            pooling_slots: 16,
+            memory_reset,
+            ..Limits::default()
+        })
+    };
+    let madvise = pooled(MemoryReset::Madvise).unwrap();
+    let scan = pooled(MemoryReset::Scan).ok();
+    let mut schemes = vec![("on-demand", &on_demand), ("pooling, madvise", &madvise)];
+    if let Some(scan) = &scan {
+        schemes.push(("pooling, scan", scan));
+    }
 
     println!("\n### Upload and load (on-demand engine)\n");
     println!("| plugin | component | artifact | compile p50 | load p50 | fuel per call |");
@@ -345,7 +359,7 @@ fn main() {
     println!("| --- | --- | --- | --- | --- | --- |");
     let mut fee_p50 = Duration::ZERO;
     for (name, wasm, config) in examples() {
-        for (scheme, runtime) in [("on-demand", &on_demand), ("pooling", &pooling)] {
+        for &(scheme, runtime) in &schemes {
             let plugin = load(runtime, wasm, config.clone());
             let s = sample(|| {
                 black_box(

@@ -32,6 +32,6 @@ mod runtime;
 pub use convert::{PaymentInput, RefundInput};
 pub use error::{PluginError, RuntimeError, UploadError};
 pub use host::{HostQueries, LogLevel, LogLine, NoActivity};
-pub use limits::{Limits, STACK_BYTES_CEILING};
+pub use limits::{Limits, MemoryReset, STACK_BYTES_CEILING};
 pub use plugin_set::PluginSet;
-pub use runtime::{Called, Compiled, LoadedPlugin, PluginMeta, Runtime};
+pub use runtime::{Called, Compiled, LoadedPlugin, PluginMeta, Runtime, SCAN_KEEP_RESIDENT_BYTES};

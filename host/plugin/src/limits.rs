@@ -81,6 +81,33 @@ pub struct Limits {
     /// third of each plugin call's CPU (`BENCHMARKS.md`). Each slot reserves
     /// address space (about 4 GiB per memory, none of it committed).
     pub pooling_slots: u32,
+    /// How a pooled slot's memory goes back to the plugin's initial
+    /// contents between calls (see [`MemoryReset`]). Not a limit: a choice
+    /// between two ways wasmtime offers, kept so that an operator can turn
+    /// the newer one off.
+    pub memory_reset: MemoryReset,
+}
+
+/// `plugins.memory_reset`: how a pooled slot's memory is put back to the
+/// plugin's initial contents between calls, so that no call sees what the
+/// one before it left. With `pooling_slots = 0` each call maps fresh memory
+/// instead, and this does not apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemoryReset {
+    /// `Scan` where the kernel has it, `Madvise` where it has not.
+    #[default]
+    Auto,
+    /// Linux's `PAGEMAP_SCAN` (kernel 6.7 and later) finds the pages a call
+    /// touched, and only those are copied back; the slot's pages stay
+    /// mapped and private. No `madvise` and no copy-on-write fault per
+    /// call, so no TLB-shootdown interrupt to the other cores, where the
+    /// ledger writer and the broker connection run. Start fails without it.
+    Scan,
+    /// The lowest 64 KiB are reset in place and the rest is given back with
+    /// `madvise`, to be faulted in again (copy-on-write from the plugin's
+    /// image) by the next call.
+    Madvise,
 }
 
 impl Default for Limits {
@@ -98,6 +125,7 @@ impl Default for Limits {
             config_bytes_max: 16 * KIB,
             activity_queries_max: 8,
             pooling_slots: 16,
+            memory_reset: MemoryReset::Auto,
         }
     }
 }
@@ -168,5 +196,13 @@ mod tests {
         assert_eq!(limits.fuel_max, 5);
         assert_eq!(limits.timeout_ms, Limits::default().timeout_ms);
         assert!(serde_json::from_str::<Limits>(r#"{"fuel": 5}"#).is_err());
+    }
+
+    #[test]
+    fn memory_reset_is_named_in_lower_case() {
+        let limits: Limits = serde_json::from_str(r#"{"memory_reset": "madvise"}"#).unwrap();
+        assert_eq!(limits.memory_reset, MemoryReset::Madvise);
+        assert_eq!(Limits::default().memory_reset, MemoryReset::Auto);
+        assert!(serde_json::from_str::<Limits>(r#"{"memory_reset": "fast"}"#).is_err());
     }
 }

@@ -21,14 +21,16 @@ use sha2::{Digest, Sha256};
 use wasmpay_domain::{Decision, MerchantId, PluginRef, RefundDecision};
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+};
 
 use crate::bindings::wasmpay::plugin::types as wit;
 use crate::bindings::{MerchantRules, MerchantRulesPre};
 use crate::convert::{self, PaymentInput, RefundInput, Refusal};
 use crate::error::{PluginError, RuntimeError, UploadError};
 use crate::host::{self, CallState, Fault, HostQueries, LogLine};
-use crate::limits::Limits;
+use crate::limits::{Limits, MemoryReset};
 
 /// The interfaces a plugin may import. `types` appears when the host
 /// interface's `use` of it is kept as an import; it has no functions.
@@ -163,6 +165,7 @@ pub struct Runtime {
     linker: Linker<CallState>,
     limits: Limits,
     engine_hash: String,
+    memory_reset: MemoryReset,
     /// Epoch ticks per call before the deadline traps.
     deadline_ticks: u64,
     _ticker: EpochTicker,
@@ -185,8 +188,7 @@ impl Runtime {
         if !problems.is_empty() {
             return Err(RuntimeError::InvalidLimits(problems));
         }
-        let engine = Engine::new(&engine_config(&limits))
-            .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let (engine, memory_reset) = new_engine(&limits)?;
         let mut linker = Linker::new(&engine);
         MerchantRules::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(
             &mut linker,
@@ -207,6 +209,7 @@ impl Runtime {
             linker,
             limits,
             engine_hash,
+            memory_reset,
             deadline_ticks,
             _ticker: ticker,
         })
@@ -214,6 +217,12 @@ impl Runtime {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// How pooled memory is reset between calls on this machine: `Scan` or
+    /// `Madvise`, never `Auto`.
+    pub fn memory_reset(&self) -> MemoryReset {
+        self.memory_reset
     }
 
     /// Lower-case hex SHA-256 of the engine's compatibility hash (wasmtime
@@ -585,15 +594,58 @@ fn check_header(wasm: &[u8]) -> Result<(), UploadError> {
     }
 }
 
-/// With the pooling allocator, how much of a slot's memory (and table) is
-/// reset in place between calls instead of being unmapped and faulted back
-/// in. Measured on the example plugins (`BENCHMARKS.md`): 64 KiB cut the
-/// p99 by about a third against 0; 1 MiB was slower than both, resetting
-/// pages that calls never touch.
-const POOL_KEEP_RESIDENT_BYTES: usize = 64 * 1024;
+/// With [`MemoryReset::Scan`], how much of a slot's memory may stay
+/// resident between calls. It covers what the SDK's guests touch per call
+/// (their stack ends at 1 MiB, data and heap follow), so nothing is
+/// unmapped. Only touched pages are copied back, so a larger figure costs
+/// resident memory (at most this per slot), not time. Measured in the
+/// daemon (`BENCHMARKS.md`, "Plugin memory reset without TLB shootdowns"):
+/// plugin call p50 44 µs to 25 µs, closed loop +7 to +13%; 16 MiB did no
+/// better than 4 MiB.
+pub const SCAN_KEEP_RESIDENT_BYTES: usize = 4 * 1024 * 1024;
 
-/// The engine every plugin runs on.
-fn engine_config(limits: &Limits) -> Config {
+/// With [`MemoryReset::Madvise`], how much of a slot's memory (and table) is
+/// reset by `memset` whether or not a call touched it. Measured on the
+/// example plugins (`BENCHMARKS.md`): 64 KiB cut the p99 by about a third
+/// against 0; 1 MiB was slower than both, resetting pages that calls never
+/// touch.
+const MADVISE_KEEP_RESIDENT_BYTES: usize = 64 * 1024;
+
+/// The engine, and how it resets pooled memory: `limits.memory_reset`, with
+/// `Auto` resolved (wasmtime refuses `Enabled::Yes` on a kernel without the
+/// scan, and `Auto` then takes `Madvise`).
+fn new_engine(limits: &Limits) -> Result<(Engine, MemoryReset), RuntimeError> {
+    let engine = |reset| {
+        Engine::new(&engine_config(limits, reset))
+            .map_err(|e| RuntimeError::Engine(format!("{e:#}")))
+    };
+    let scan_failed = |error: RuntimeError| match error {
+        RuntimeError::Engine(e) => RuntimeError::Engine(format!(
+            "plugins.memory_reset = \"scan\": {e} (it needs Linux 6.7 or later; use \"auto\" or \"madvise\")"
+        )),
+        other => other,
+    };
+    match limits.memory_reset {
+        MemoryReset::Madvise => Ok((engine(MemoryReset::Madvise)?, MemoryReset::Madvise)),
+        MemoryReset::Scan => Ok((
+            engine(MemoryReset::Scan).map_err(scan_failed)?,
+            MemoryReset::Scan,
+        )),
+        MemoryReset::Auto if limits.pooling_slots == 0 => {
+            Ok((engine(MemoryReset::Madvise)?, MemoryReset::Madvise))
+        }
+        MemoryReset::Auto => match engine(MemoryReset::Scan) {
+            Ok(found) => Ok((found, MemoryReset::Scan)),
+            Err(error) => {
+                tracing::info!(%error, "no PAGEMAP_SCAN here: pooled plugin memory is reset with madvise");
+                Ok((engine(MemoryReset::Madvise)?, MemoryReset::Madvise))
+            }
+        },
+    }
+}
+
+/// The engine every plugin runs on, resetting pooled memory by `reset`.
+fn engine_config(limits: &Limits, reset: MemoryReset) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
     // Component-model async is compiled out (no `component-model-async`
@@ -625,8 +677,15 @@ fn engine_config(limits: &Limits) -> Config {
             .total_memories(slots * host::MEMORIES_MAX as u32)
             .total_tables(slots * host::TABLES_MAX as u32)
             .max_memory_size(limits.memory_bytes_max)
-            .linear_memory_keep_resident(POOL_KEEP_RESIDENT_BYTES)
-            .table_keep_resident(POOL_KEEP_RESIDENT_BYTES);
+            .table_keep_resident(MADVISE_KEEP_RESIDENT_BYTES);
+        match reset {
+            MemoryReset::Scan => pool
+                .pagemap_scan(Enabled::Yes)
+                .linear_memory_keep_resident(SCAN_KEEP_RESIDENT_BYTES),
+            MemoryReset::Madvise | MemoryReset::Auto => pool
+                .pagemap_scan(Enabled::No)
+                .linear_memory_keep_resident(MADVISE_KEEP_RESIDENT_BYTES),
+        };
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config

@@ -122,8 +122,14 @@ impl Quarantine {
 
 impl Shared {
     pub fn open(config: &Config) -> anyhow::Result<Self> {
+        let runtime = Runtime::new(config.plugins)?;
+        tracing::info!(
+            pooling_slots = config.plugins.pooling_slots,
+            memory_reset = ?runtime.memory_reset(),
+            "plugin runtime ready"
+        );
         Ok(Self {
-            runtime: Runtime::new(config.plugins)?,
+            runtime,
             plugins: PluginSet::default(),
             db_path: config.ledger.path.clone(),
             decode_limits: config.protocol.clone(),

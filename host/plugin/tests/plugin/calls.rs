@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use wasmpay_domain::{Currency, Decision, Money, PlatformFee, QuoteLimits, RefundDecision};
 use wasmpay_plugin::{
-    Called, HostQueries, Limits, LogLevel, NoActivity, PluginError, RefundInput, Runtime,
+    Called, HostQueries, Limits, LogLevel, MemoryReset, NoActivity, PluginError, RefundInput,
+    Runtime,
 };
 
 use crate::fixtures::{self, payment};
@@ -376,4 +377,70 @@ fn with_every_pool_slot_taken_a_call_fails_as_busy_and_then_succeeds() {
     runtime
         .decide_payment(&plugin, Arc::new(NoActivity), &payment())
         .unwrap();
+}
+
+/// Declines (`DECLINE`) if an earlier call's marks are still in memory, then
+/// marks it and approves: at 60 000 (reset in place under either scheme),
+/// at 2 MiB (copied back by the scan, unmapped by `madvise`) and at 6 MiB
+/// (past the scan's resident bytes: unmapped under both), after growing the
+/// memory from its initial page to 7 MiB.
+const MARKS_MEMORY: &str = "
+    (if (i32.lt_u (memory.size) (i32.const 112))
+      (then (drop (memory.grow (i32.sub (i32.const 112) (memory.size))))))
+    (if (i32.or (i32.or (i32.load (i32.const 60000)) (i32.load (i32.const 2097152)))
+                (i32.load (i32.const 6291456)))
+      (then (return (i32.const 256))))
+    (i32.store (i32.const 60000) (i32.const 1))
+    (i32.store (i32.const 2097152) (i32.const 1))
+    (i32.store (i32.const 6291456) (i32.const 1))
+    (i32.const 320)";
+
+#[test]
+fn no_call_sees_what_the_one_before_it_left_in_memory_under_either_reset() {
+    let resolved = Runtime::new(Limits::default()).unwrap().memory_reset();
+    assert_ne!(resolved, MemoryReset::Auto, "auto resolves to a scheme");
+    // `Scan` where this kernel has it (`auto` found it), `Madvise` always,
+    // and the on-demand scheme: one slot, so every call reuses it.
+    let mut schemes = vec![(1, MemoryReset::Madvise), (0, MemoryReset::Auto)];
+    if resolved == MemoryReset::Scan {
+        schemes.push((1, MemoryReset::Scan));
+    }
+    for (pooling_slots, memory_reset) in schemes {
+        let runtime = Runtime::new(Limits {
+            pooling_slots,
+            memory_reset,
+            ..Limits::default()
+        })
+        .unwrap();
+        let plugin = fixtures::load(&runtime, &fixtures::rules(MARKS_MEMORY), 1);
+        for n in 0..20 {
+            let called = runtime
+                .decide_payment(&plugin, Arc::new(NoActivity), &payment())
+                .unwrap();
+            assert!(
+                matches!(called.value, Decision::Approve { .. }),
+                "{memory_reset:?} with {pooling_slots} slots, call {n}: saw an earlier call's memory: {:?}",
+                called.value
+            );
+        }
+    }
+}
+
+#[test]
+fn memory_reset_scan_where_the_kernel_lacks_it_fails_at_start_naming_the_key() {
+    let auto = Runtime::new(Limits::default()).unwrap().memory_reset();
+    let scan = Runtime::new(Limits {
+        memory_reset: MemoryReset::Scan,
+        ..Limits::default()
+    });
+    match (auto, scan) {
+        (MemoryReset::Scan, Ok(runtime)) => assert_eq!(runtime.memory_reset(), MemoryReset::Scan),
+        (MemoryReset::Madvise, Err(error)) => {
+            assert!(
+                error.to_string().contains("plugins.memory_reset"),
+                "{error}"
+            );
+        }
+        (auto, scan) => panic!("auto chose {auto:?}, but scan gave {scan:?}"),
+    }
 }
