@@ -257,6 +257,9 @@ pub(crate) fn floor_char_boundary(text: &str, index: usize) -> usize {
 pub(crate) struct Limiter {
     memory_bytes: usize,
     memory_bytes_max: usize,
+    /// Growths of a memory that already had pages: `memory.grow`, not the
+    /// instantiation's initial size.
+    grows: u32,
     /// Set when a growth was refused; read by the call's error
     /// classification through [`CallState::fault`].
     refused: Option<usize>,
@@ -267,8 +270,13 @@ impl Limiter {
         Self {
             memory_bytes: 0,
             memory_bytes_max,
+            grows: 0,
             refused: None,
         }
+    }
+
+    pub(crate) fn grows(&self) -> u32 {
+        self.grows
     }
 
     pub(crate) fn refused(&self) -> Option<Fault> {
@@ -300,6 +308,9 @@ impl wasmtime::ResourceLimiter for Limiter {
             return Ok(false);
         }
         self.memory_bytes = requested;
+        if current > 0 && desired > current {
+            self.grows = self.grows.saturating_add(1);
+        }
         Ok(true)
     }
 

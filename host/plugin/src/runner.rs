@@ -52,6 +52,8 @@ pub struct RunReport {
     pub outcome: RunOutcome,
     pub fuel_used: u64,
     pub fuel_max: u64,
+    /// Times the plugin grew its linear memory (see `Called::memory_grows`).
+    pub memory_grows: u32,
     /// Instantiation, call and conversion, in microseconds.
     pub elapsed_us: u64,
     pub logs: Vec<LogLine>,
@@ -123,6 +125,7 @@ pub fn run(
         outcome,
         fuel_used: trace.fuel_used,
         fuel_max: runtime.limits().fuel_max,
+        memory_grows: trace.memory_grows,
         elapsed_us: u64::try_from(trace.elapsed.as_micros()).unwrap_or(u64::MAX),
         logs: trace.logs,
         logs_truncated: trace.logs_truncated,
@@ -380,6 +383,7 @@ impl fmt::Display for RunReport {
             }
         }
         writeln!(f, "fuel        {} of {}", self.fuel_used, self.fuel_max)?;
+        writeln!(f, "memory      grown {} times", self.memory_grows)?;
         writeln!(
             f,
             "time        {:?}",

@@ -121,6 +121,10 @@ pub struct Called<T> {
     pub plugin: PluginRef,
     /// Fuel units burned, instantiation included.
     pub fuel_used: u64,
+    /// Times the guest grew its linear memory past its initial size. Each
+    /// growth costs the host an `mprotect` when the slot is next reset, so
+    /// the SDK's guests answer a payment with none.
+    pub memory_grows: u32,
     /// Wall time from store creation to converted answer.
     pub elapsed: Duration,
     pub logs: Vec<LogLine>,
@@ -133,6 +137,7 @@ pub struct Called<T> {
 #[derive(Debug)]
 pub(crate) struct Trace {
     pub(crate) fuel_used: u64,
+    pub(crate) memory_grows: u32,
     pub(crate) elapsed: Duration,
     pub(crate) logs: Vec<LogLine>,
     pub(crate) logs_truncated: bool,
@@ -152,6 +157,7 @@ impl<T> Traced<T> {
             value: self.result?,
             plugin: plugin.plugin.clone(),
             fuel_used: trace.fuel_used,
+            memory_grows: trace.memory_grows,
             elapsed: trace.elapsed,
             logs: trace.logs,
             logs_truncated: trace.logs_truncated,
@@ -425,6 +431,7 @@ impl Runtime {
             result,
             trace: Trace {
                 fuel_used,
+                memory_grows: state.limiter.grows(),
                 elapsed: started.elapsed(),
                 logs: state.log.lines,
                 logs_truncated: state.log.truncated,

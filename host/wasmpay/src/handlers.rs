@@ -671,6 +671,7 @@ fn decide_from(
             shared.metrics.plugin_call(called.fuel_used, called.elapsed);
             tracing::debug!(
                 fuel = called.fuel_used,
+                memory_grows = called.memory_grows,
                 elapsed_us = called.elapsed.as_micros() as u64,
                 plugin = called.plugin.version,
                 "plugin decided"

@@ -7,9 +7,13 @@
 //! for `wasm32`, where nothing else provides these items. Native builds
 //! (unit tests) use `std`'s and need no `cabi_realloc`.
 
-use alloc::alloc::{Layout, alloc, handle_alloc_error, realloc};
+use alloc::alloc::{GlobalAlloc, Layout, alloc, handle_alloc_error, realloc};
+use core::cell::{Cell, UnsafeCell};
 use core::fmt::{self, Write};
 use core::panic::PanicInfo;
+use core::ptr;
+
+use dlmalloc::Dlmalloc;
 
 use crate::LogLevel;
 use crate::bindings::wasmpay::plugin::host as imports;
@@ -26,10 +30,120 @@ unsafe extern "C" {}
 
 // dlmalloc rather than a bump allocator: a call gets a fresh instance, but a
 // plugin that builds and drops strings in a loop would otherwise grow until
-// it hits the host's memory limit. Its memory comes from `memory.grow`, so
-// the host's memory limit bounds it.
+// it hits the host's memory limit. Beyond its first segment (below) its
+// memory comes from `memory.grow`, so the host's memory limit bounds it.
 #[global_allocator]
-static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+static ALLOCATOR: Global = Global(UnsafeCell::new(Dlmalloc::new_with_allocator(Heap {
+    first_segment_taken: Cell::new(false),
+})));
+
+/// The size of the heap's first segment, a static block in the module's
+/// zero-initialised data.
+///
+/// It is part of the instance's initial memory, so a call that allocates
+/// less than this (a payment decision takes a few KiB) never grows its
+/// memory. Growing is what costs: before the next call on the same slot
+/// the host must make the grown pages inaccessible again (an `mprotect`,
+/// and with it an interrupt to every core the host's threads run on; see
+/// `BENCHMARKS.md`). A call that needs more grows memory as before.
+const FIRST_SEGMENT_BYTES: usize = 128 * 1024;
+
+/// WebAssembly's page: the unit of `memory.grow`.
+const WASM_PAGE_BYTES: usize = 64 * 1024;
+
+#[repr(C, align(16))]
+struct FirstSegment(UnsafeCell<[u8; FIRST_SEGMENT_BYTES]>);
+
+// SAFETY: a component instance runs one call on one thread; nothing else
+// can reach the block.
+#[allow(unsafe_code)]
+unsafe impl Sync for FirstSegment {}
+
+static FIRST_SEGMENT: FirstSegment = FirstSegment(UnsafeCell::new([0; FIRST_SEGMENT_BYTES]));
+
+/// Where dlmalloc gets its segments: [`FIRST_SEGMENT`] once, then
+/// `memory.grow`. Nothing is ever given back: the instance ends with the
+/// call.
+struct Heap {
+    first_segment_taken: Cell<bool>,
+}
+
+// SAFETY: the segments handed out are memory no one else uses (the static
+// block, once; fresh pages from `memory.grow`), at least `size` bytes, and
+// zeroed: the block is zero when the instance starts and handed out before
+// anything writes it, and grown pages are zero.
+#[allow(unsafe_code)]
+unsafe impl dlmalloc::Allocator for Heap {
+    fn alloc(&self, size: usize) -> (*mut u8, usize, u32) {
+        if !self.first_segment_taken.get() && size <= FIRST_SEGMENT_BYTES {
+            self.first_segment_taken.set(true);
+            return (FIRST_SEGMENT.0.get().cast(), FIRST_SEGMENT_BYTES, 0);
+        }
+        let pages = size.div_ceil(WASM_PAGE_BYTES);
+        let previous = core::arch::wasm32::memory_grow(0, pages);
+        if previous == usize::MAX {
+            return (ptr::null_mut(), 0, 0);
+        }
+        (
+            (previous * WASM_PAGE_BYTES) as *mut u8,
+            pages * WASM_PAGE_BYTES,
+            0,
+        )
+    }
+
+    fn remap(&self, _ptr: *mut u8, _old: usize, _new: usize, _can_move: bool) -> *mut u8 {
+        ptr::null_mut()
+    }
+
+    fn free_part(&self, _ptr: *mut u8, _old: usize, _new: usize) -> bool {
+        false
+    }
+
+    fn free(&self, _ptr: *mut u8, _size: usize) -> bool {
+        false
+    }
+
+    fn can_release_part(&self, _flags: u32) -> bool {
+        false
+    }
+
+    fn allocates_zeros(&self) -> bool {
+        true
+    }
+
+    fn page_size(&self) -> usize {
+        WASM_PAGE_BYTES
+    }
+}
+
+/// dlmalloc over [`Heap`] as the global allocator.
+struct Global(UnsafeCell<Dlmalloc<Heap>>);
+
+// SAFETY: one thread per instance (the component model's guests are
+// single-threaded here), so no two calls into the allocator overlap.
+#[allow(unsafe_code)]
+unsafe impl Sync for Global {}
+
+// SAFETY: each method forwards to dlmalloc with the layout Rust gave, as
+// `dlmalloc::GlobalDlmalloc` does, without its lock (one thread).
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Global {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        unsafe { (*self.0.get()).malloc(layout.size(), layout.align()) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        unsafe { (*self.0.get()).calloc(layout.size(), layout.align()) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { (*self.0.get()).free(ptr, layout.size(), layout.align()) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        unsafe { (*self.0.get()).realloc(ptr, layout.size(), layout.align(), new_size) }
+    }
+}
 
 /// The host calls this export to allocate guest memory for the arguments it
 /// passes in (the request's strings and lists).

@@ -635,3 +635,20 @@ fn a_payment_in_another_currency_is_priced_in_it() {
     };
     assert_eq!(quote.lines[0].amount, Money::from_minor(350, jpy));
 }
+
+#[test]
+fn the_example_plugins_answer_a_payment_without_growing_their_memory() {
+    // The SDK's heap starts in the module's own zeroed data, so a call that
+    // allocates a few KiB never grows memory, which the host would have to
+    // take back with an `mprotect` before the slot's next call.
+    let runtime = Runtime::new(Limits::default()).unwrap();
+    for (name, wasm) in artifacts::EXAMPLES {
+        let plugin = load(&runtime, wasm, &[("fee_bps.EUR", "150")]);
+        for _ in 0..3 {
+            let called = runtime
+                .decide_payment(&plugin, Arc::new(Activity(3, 2_000)), &pay(20_000))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(called.memory_grows, 0, "{name}: {:?}", called.value);
+        }
+    }
+}

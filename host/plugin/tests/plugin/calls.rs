@@ -427,6 +427,17 @@ fn no_call_sees_what_the_one_before_it_left_in_memory_under_either_reset() {
 }
 
 #[test]
+fn each_memory_grow_is_counted() {
+    let runtime = Runtime::new(Limits::default()).unwrap();
+    let body =
+        "(drop (memory.grow (i32.const 1))) (drop (memory.grow (i32.const 2))) (i32.const 320)";
+    let called = call(&runtime, &fixtures::rules(body)).unwrap();
+    assert_eq!(called.memory_grows, 2);
+    let called = call(&runtime, &fixtures::answering(fixtures::APPROVE_EMPTY)).unwrap();
+    assert_eq!(called.memory_grows, 0);
+}
+
+#[test]
 fn memory_reset_scan_where_the_kernel_lacks_it_fails_at_start_naming_the_key() {
     let auto = Runtime::new(Limits::default()).unwrap().memory_reset();
     let scan = Runtime::new(Limits {

@@ -30,6 +30,7 @@ fn the_example_input_shows_decision_settlement_fuel_and_time() {
         "service_fee",
         "payer pays  10.64 EUR",
         "fuel ",
+        "memory      grown 0 times",
     ] {
         assert!(text.contains(expected), "{text}\nshould contain {expected}");
     }
