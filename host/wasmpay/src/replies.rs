@@ -79,13 +79,26 @@ pub fn for_op(ledger: &Ledger, ready: &Ready, op: &Op, result: &OpResult) -> Vec
             }
         }
         Outcome::Applied(receipt) => {
-            let payment = op.kind.payment_id().and_then(|payment_id| {
-                let merchant = merchant_of(op)?;
-                // The writer's own connection: its page cache is warm, where
-                // a read connection would start a transaction and reread
-                // pages after every commit.
-                ledger.payment(&merchant, payment_id).ok().flatten()
-            });
+            // Only a capture, void or refund answers with what the ledger
+            // holds of the payment (its payer, what is left to refund); a
+            // payment's or an authorization's answer is all in its receipt
+            // and request, so reading the row back would be wasted on the
+            // busiest path.
+            let needs_payment = matches!(
+                receipt.effect,
+                Effect::Captured { .. } | Effect::Voided { .. } | Effect::Refunded { .. }
+            );
+            let payment = op
+                .kind
+                .payment_id()
+                .filter(|_| needs_payment)
+                .and_then(|payment_id| {
+                    let merchant = merchant_of(op)?;
+                    // The writer's own connection: its page cache is warm,
+                    // where a read connection would start a transaction and
+                    // reread pages after every commit.
+                    ledger.payment(&merchant, payment_id).ok().flatten()
+                });
             let (payload, event) = applied(op, &receipt.effect, payment.as_ref());
             out.push(ready.reply.send(encode_ok(id, &payload)));
             if let Some((payer, event)) = event {
