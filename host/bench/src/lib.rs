@@ -83,6 +83,8 @@ pub struct Bench {
     pub timings: Option<std::sync::Arc<timings::Timings>>,
     /// `plugins.memory_reset` of every daemon configuration.
     pub memory_reset: wasmpay_plugin::MemoryReset,
+    /// `plugins.pooling_slots` of every daemon configuration, where set.
+    pub pooling_slots: Option<u32>,
     runs: AtomicU64,
 }
 
@@ -104,6 +106,7 @@ impl Bench {
             progress,
             timings: None,
             memory_reset: wasmpay_plugin::MemoryReset::default(),
+            pooling_slots: None,
             runs: AtomicU64::new(0),
         }
     }
@@ -124,6 +127,9 @@ impl Bench {
             &dir.join("wasmpay.db"),
         );
         config.plugins.memory_reset = self.memory_reset;
+        if let Some(slots) = self.pooling_slots {
+            config.plugins.pooling_slots = slots;
+        }
         Ok(config)
     }
 

@@ -179,6 +179,10 @@ struct Cli {
     /// or `madvise`), for comparison.
     #[arg(long, value_enum, default_value_t = MemoryResetArg::Auto)]
     memory_reset: MemoryResetArg,
+    /// `plugins.pooling_slots` of the daemons (default: the daemon's own,
+    /// 16): instance slots kept warm, each for the plugin it last ran.
+    #[arg(long)]
+    pooling_slots: Option<u32>,
 }
 
 /// `--memory-reset`.
@@ -335,6 +339,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     );
     bench.timings = Some(timings.clone());
     bench.memory_reset = cli.memory_reset.into();
+    bench.pooling_slots = cli.pooling_slots;
     // What `auto` comes to on this machine, for the report.
     let memory_reset = wasmpay_plugin::Runtime::new(wasmpay_plugin::Limits {
         memory_reset: bench.memory_reset,
