@@ -99,7 +99,8 @@ pub enum MemoryReset {
     #[default]
     Auto,
     /// Linux's `PAGEMAP_SCAN` (kernel 6.7 and later) finds the pages a call
-    /// touched, and only those are copied back; the slot's pages stay
+    /// touched, and only those are copied back (up to 4 MiB of a slot; past
+    /// that they are given back as with `Madvise`); the slot's pages stay
     /// mapped and private. No `madvise` and no copy-on-write fault per
     /// call, so no TLB-shootdown interrupt to the other cores, where the
     /// ledger writer and the broker connection run. Start fails without it.

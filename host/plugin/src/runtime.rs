@@ -226,7 +226,8 @@ impl Runtime {
     }
 
     /// How pooled memory is reset between calls on this machine: `Scan` or
-    /// `Madvise`, never `Auto`.
+    /// `Madvise`, never `Auto`; `Madvise` with `pooling_slots = 0`, where
+    /// each call's memory is unmapped whole.
     pub fn memory_reset(&self) -> MemoryReset {
         self.memory_reset
     }
@@ -633,14 +634,14 @@ fn new_engine(limits: &Limits) -> Result<(Engine, MemoryReset), RuntimeError> {
         other => other,
     };
     match limits.memory_reset {
+        // On demand, each call maps fresh memory and unmaps it after: no
+        // slot to reset, whatever the setting says.
+        _ if limits.pooling_slots == 0 => Ok((engine(MemoryReset::Madvise)?, MemoryReset::Madvise)),
         MemoryReset::Madvise => Ok((engine(MemoryReset::Madvise)?, MemoryReset::Madvise)),
         MemoryReset::Scan => Ok((
             engine(MemoryReset::Scan).map_err(scan_failed)?,
             MemoryReset::Scan,
         )),
-        MemoryReset::Auto if limits.pooling_slots == 0 => {
-            Ok((engine(MemoryReset::Madvise)?, MemoryReset::Madvise))
-        }
         MemoryReset::Auto => match engine(MemoryReset::Scan) {
             Ok(found) => Ok((found, MemoryReset::Scan)),
             Err(error) => {
