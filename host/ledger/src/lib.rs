@@ -43,6 +43,7 @@ mod reader;
 mod schema;
 mod types;
 mod verify;
+pub mod wal_writes;
 mod writer;
 
 pub use checkpoint::{CHECKPOINT_START_PAGES, Checkpoint, TAIL_BACKSTOP_PAGES};

@@ -13,6 +13,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::LedgerError;
 use crate::page_cache::{self, PageCache};
+use crate::wal_writes;
 
 /// `wasp` in ASCII: marks a wasmpay ledger file.
 pub(crate) const APPLICATION_ID: i64 = 0x7761_7370;
@@ -245,12 +246,34 @@ fn connect(path: &Path, flags: OpenFlags, cache_kib: i64) -> Result<Connection, 
     Ok(conn)
 }
 
+/// [`connect`] for the writer: under `synchronous = FULL` through
+/// [`wal_writes::VFS_NAME`], which gathers each commit's log writes into
+/// one (and is safe only where every commit syncs the log before other
+/// connections may read its frames: see `wal_writes`).
+fn connect_writer(path: &Path, synchronous: Synchronous) -> Result<Connection, LedgerError> {
+    if synchronous != Synchronous::Full {
+        return connect(path, OpenFlags::default(), WRITER_CACHE_KIB);
+    }
+    page_cache::configure(PageCache::default());
+    if let Err(rc) = wal_writes::register() {
+        tracing::warn!(
+            rc,
+            "gathered log writes unavailable; the writer writes each frame"
+        );
+        return connect(path, OpenFlags::default(), WRITER_CACHE_KIB);
+    }
+    let conn =
+        Connection::open_with_flags_and_vfs(path, OpenFlags::default(), wal_writes::VFS_NAME)?;
+    configure(&conn, WRITER_CACHE_KIB)?;
+    Ok(conn)
+}
+
 /// Opens (creating if needed) the writer's connection and migrates the file.
 pub(crate) fn open_writer(
     path: &Path,
     synchronous: Synchronous,
 ) -> Result<Connection, LedgerError> {
-    let mut conn = connect(path, OpenFlags::default(), WRITER_CACHE_KIB)?;
+    let mut conn = connect_writer(path, synchronous)?;
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(LedgerError::InvalidOptions(format!(
