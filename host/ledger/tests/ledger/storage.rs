@@ -138,12 +138,19 @@ fn under_steady_writes_the_log_starts_over_near_the_checkpoint_threshold() {
             .all(|p| (CHECKPOINT_START_PAGES..backstop).contains(p)),
         "{peaks:?}"
     );
-    // Nobody copies the tail: the backstop does, a little later.
+    // Nobody copies the tail: the backstop does, a little later. Never
+    // before it; and soon after it whenever the thread has finished its
+    // pass by then. A thread starved of CPU by other tests (CI runs them in
+    // parallel on two cores) may still be copying when the log reaches the
+    // backstop, which then waits for it while this loop writes on: one
+    // such peak of 17 227 pages was seen in CI. So one of the three must
+    // come soon, not all.
     let peaks = log_peaks_before_restarts(Checkpoint::Background, false, 3);
+    assert!(peaks.iter().all(|p| *p >= backstop), "{peaks:?}");
     assert!(
         peaks
             .iter()
-            .all(|p| (backstop..3 * CHECKPOINT_START_PAGES).contains(p)),
+            .any(|p| (backstop..3 * CHECKPOINT_START_PAGES).contains(p)),
         "{peaks:?}"
     );
 }
