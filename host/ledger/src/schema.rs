@@ -5,6 +5,7 @@
 //! refused rather than guessed at. `PRAGMA application_id` marks the file as a
 //! wasmpay ledger so that a path mix-up fails loudly.
 
+use std::ffi::CStr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -237,35 +238,43 @@ fn check_identity(conn: &Connection) -> Result<(i64, i64), LedgerError> {
 }
 
 /// Opens a connection with the ledger's settings and a page cache of
-/// `cache_kib`, after choosing SQLite's page cache for the process (which
-/// only the first connection can).
-fn connect(path: &Path, flags: OpenFlags, cache_kib: i64) -> Result<Connection, LedgerError> {
+/// `cache_kib`, through the file layer `vfs` (SQLite's default if `None`),
+/// after choosing SQLite's page cache for the process (which only the first
+/// connection can).
+fn connect(
+    path: &Path,
+    flags: OpenFlags,
+    cache_kib: i64,
+    vfs: Option<&CStr>,
+) -> Result<Connection, LedgerError> {
     page_cache::configure(PageCache::default());
-    let conn = Connection::open_with_flags(path, flags)?;
+    let conn = match vfs {
+        Some(vfs) => Connection::open_with_flags_and_vfs(path, flags, vfs)?,
+        None => Connection::open_with_flags(path, flags)?,
+    };
     configure(&conn, cache_kib)?;
     Ok(conn)
 }
 
 /// [`connect`] for the writer: under `synchronous = FULL` through
-/// [`wal_writes::VFS_NAME`], which gathers each commit's log writes into
-/// one (and is safe only where every commit syncs the log before other
+/// [`wal_writes::VFS_NAME`], which gathers each commit's log writes into a
+/// few large ones (safe only where every commit syncs the log before other
 /// connections may read its frames: see `wal_writes`).
 fn connect_writer(path: &Path, synchronous: Synchronous) -> Result<Connection, LedgerError> {
-    if synchronous != Synchronous::Full {
-        return connect(path, OpenFlags::default(), WRITER_CACHE_KIB);
-    }
-    page_cache::configure(PageCache::default());
-    if let Err(rc) = wal_writes::register() {
-        tracing::warn!(
-            rc,
-            "gathered log writes unavailable; the writer writes each frame"
-        );
-        return connect(path, OpenFlags::default(), WRITER_CACHE_KIB);
-    }
-    let conn =
-        Connection::open_with_flags_and_vfs(path, OpenFlags::default(), wal_writes::VFS_NAME)?;
-    configure(&conn, WRITER_CACHE_KIB)?;
-    Ok(conn)
+    let vfs = match synchronous {
+        Synchronous::Normal => None,
+        Synchronous::Full => match wal_writes::register() {
+            Ok(()) => Some(wal_writes::VFS_NAME),
+            Err(rc) => {
+                tracing::warn!(
+                    rc,
+                    "gathered log writes unavailable; the writer writes each frame"
+                );
+                None
+            }
+        },
+    };
+    connect(path, OpenFlags::default(), WRITER_CACHE_KIB, vfs)
 }
 
 /// Opens (creating if needed) the writer's connection and migrates the file.
@@ -311,7 +320,7 @@ pub(crate) fn open_checkpointer(
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
     // The copy goes from the log to the file; it needs no page cache.
-    let conn = connect(path, flags, CHECKPOINTER_CACHE_KIB)?;
+    let conn = connect(path, flags, CHECKPOINTER_CACHE_KIB, None)?;
     conn.pragma_update(None, "synchronous", synchronous_pragma(synchronous))?;
     // Reading the file opens this connection's view of the log, without
     // which its checkpoints find nothing to copy.
@@ -324,7 +333,7 @@ pub(crate) fn open_reader(path: &Path) -> Result<Connection, LedgerError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
-    let conn = connect(path, flags, READER_CACHE_KIB)?;
+    let conn = connect(path, flags, READER_CACHE_KIB, None)?;
     let (_, version) = check_identity(&conn)?;
     if version < SCHEMA_VERSION {
         return Err(LedgerError::SchemaTooOld {

@@ -1,4 +1,4 @@
-//! The writer's log writes, gathered into one `write` per commit.
+//! The writer's log writes, gathered into a few large writes per commit.
 //!
 //! SQLite appends a commit to the write-ahead log frame by frame, two
 //! `pwrite` calls per page (the 24-byte frame header, then the page), and
@@ -10,8 +10,8 @@
 //! [`VFS_NAME`] is SQLite's default file layer with the log files wrapped:
 //! writes that continue where the last one ended are gathered in memory,
 //! and reach the file (in writes of up to 64 KiB) before anything else
-//! touches it: a sync, a read, a size, a truncate, a lock, a close. Every other file, and
-//! every other call, goes to SQLite's own layer unchanged.
+//! touches it: a sync, a read, a size, a truncate, a lock, a close. Every
+//! other file, and every other call, goes to SQLite's own layer unchanged.
 //!
 //! Why this keeps every guarantee:
 //!
