@@ -7,4 +7,5 @@ mod broker_acl;
 mod chaos;
 mod cli;
 mod daemon;
+mod mqtt_event_loop;
 mod tls;

@@ -4,10 +4,11 @@
 //! decode, no rules, no ledger: what the broker, the client library and the
 //! machine allow at best.
 
+use rumqttc::v5::Event;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
-use rumqttc::v5::{AsyncClient, Event};
 use tokio::sync::{mpsc, watch};
+use wasmpay::mqtt::EventLoop;
 
 use crate::load::mqtt_options;
 
@@ -15,11 +16,13 @@ use crate::load::mqtt_options;
 const SUBSCRIPTION: &str = "wasmpay/v1/users/+/pay";
 
 /// Serves until `stop` turns true. `inflight_messages_max` is the receive
-/// maximum, the same as the daemon's.
+/// maximum and `packets_per_write_max` the writes' batch, the same as the
+/// daemon's.
 pub async fn run(
     address: String,
     client_id: String,
     inflight_messages_max: u16,
+    packets_per_write_max: u16,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut options = mqtt_options(&client_id, &address)?;
@@ -27,7 +30,8 @@ pub async fn run(
         .set_receive_maximum(Some(inflight_messages_max))
         .set_manual_acks(true);
     let capacity = usize::from(inflight_messages_max) + 16;
-    let (client, mut eventloop) = AsyncClient::new(options, capacity);
+    let (client, mut eventloop) = EventLoop::new(options, capacity);
+    eventloop.set_packets_per_write_max(packets_per_write_max);
     // As in the daemon: the event loop only forwards, and another task
     // publishes and acks, so a full request queue cannot deadlock the loop.
     let (tx, mut rx) = mpsc::channel::<Publish>(capacity);

@@ -85,6 +85,11 @@ pub struct Bench {
     pub memory_reset: wasmpay_plugin::MemoryReset,
     /// `plugins.pooling_slots` of every daemon configuration, where set.
     pub pooling_slots: Option<u32>,
+    /// `broker.packets_per_write_max` of every daemon configuration (and the
+    /// ceiling's), where set.
+    pub packets_per_write: Option<u16>,
+    /// The load connections' packets per write.
+    pub client_packets_per_write: u16,
     runs: AtomicU64,
 }
 
@@ -107,6 +112,8 @@ impl Bench {
             timings: None,
             memory_reset: wasmpay_plugin::MemoryReset::default(),
             pooling_slots: None,
+            packets_per_write: None,
+            client_packets_per_write: wasmpay::mqtt::PACKETS_PER_WRITE_DEFAULT,
             runs: AtomicU64::new(0),
         }
     }
@@ -129,6 +136,9 @@ impl Bench {
         config.plugins.memory_reset = self.memory_reset;
         if let Some(slots) = self.pooling_slots {
             config.plugins.pooling_slots = slots;
+        }
+        if let Some(packets) = self.packets_per_write {
+            config.broker.packets_per_write_max = packets;
         }
         Ok(config)
     }
@@ -242,6 +252,7 @@ impl Bench {
             expect_ok: true,
             keep_replies: true,
             progress: false,
+            packets_per_write: self.client_packets_per_write,
         };
         let outcome = load::run(&self.address, &plan, generator).await?;
         anyhow::ensure!(
@@ -273,6 +284,7 @@ impl Bench {
             expect_ok,
             keep_replies: false,
             progress: self.progress,
+            packets_per_write: self.client_packets_per_write,
         };
         load::run(&self.address, &plan, generator).await
     }

@@ -26,6 +26,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet, PublishProperties};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tokio::sync::Semaphore;
+use wasmpay::mqtt::EventLoop;
 
 /// Largest packet a bench client sends or accepts: plugin uploads in base64.
 const PACKET_BYTES_MAX: u32 = 8 * 1024 * 1024;
@@ -82,6 +83,8 @@ pub struct Plan {
     /// Keep every reply's payload (setup reads the plugin versions).
     pub keep_replies: bool,
     pub progress: bool,
+    /// Each load connection's packets per write (`EventLoop`'s setting).
+    pub packets_per_write: u16,
 }
 
 /// What a run measured.
@@ -183,8 +186,10 @@ pub fn reply_is_ok(payload: &[u8]) -> bool {
     head.windows(9).any(|w| w == b"\"ok\":true")
 }
 
-/// Client options shared by the load clients and the bench's own servers:
-/// TCP_NODELAY (else Nagle adds 40 ms a round trip), large packets.
+/// Client options shared by the load clients and the bench's own servers,
+/// which all connect through the daemon's [`EventLoop`] (TCP_NODELAY, queued
+/// requests gathered into one write), so that the ceiling, the load and the
+/// daemon share one client: large packets.
 pub fn mqtt_options(client_id: &str, address: &str) -> anyhow::Result<MqttOptions> {
     let (host, port) = address
         .rsplit_once(':')
@@ -193,9 +198,6 @@ pub fn mqtt_options(client_id: &str, address: &str) -> anyhow::Result<MqttOption
     options
         .set_keep_alive(Duration::from_secs(30))
         .set_max_packet_size(Some(PACKET_BYTES_MAX));
-    let mut network = rumqttc::NetworkOptions::new();
-    network.set_tcp_nodelay(true);
-    options.set_network_options(network);
     Ok(options)
 }
 
@@ -227,7 +229,8 @@ pub async fn run(address: &str, plan: &Plan, generator: Generator) -> anyhow::Re
             Pacing::Closed { window } => window * 2 + 64,
             Pacing::Open { .. } => 16_384,
         };
-        let (client, eventloop) = AsyncClient::new(mqtt_options(&client_id, address)?, capacity);
+        let (client, mut eventloop) = EventLoop::new(mqtt_options(&client_id, address)?, capacity);
+        eventloop.set_packets_per_write_max(plan.packets_per_write);
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let receiver = tokio::spawn(receive(
             eventloop,
@@ -419,7 +422,7 @@ fn send(
 /// checks off every reply until all of its share arrived.
 #[allow(clippy::too_many_arguments)]
 async fn receive(
-    mut eventloop: rumqttc::v5::EventLoop,
+    mut eventloop: EventLoop,
     client: AsyncClient,
     client_id: String,
     my_total: u64,
@@ -551,7 +554,7 @@ pub async fn probe(
         std::process::id(),
         RUNS.fetch_add(1, Ordering::Relaxed)
     );
-    let (client, mut eventloop) = AsyncClient::new(mqtt_options(&client_id, address)?, 64);
+    let (client, mut eventloop) = EventLoop::new(mqtt_options(&client_id, address)?, 64);
     let deadline = tokio::time::Instant::now() + timeout;
     let mut subscribed = false;
     let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -606,7 +609,7 @@ pub async fn forget_session(address: &str, client_id: &str) -> anyhow::Result<()
     options
         .set_clean_start(true)
         .set_session_expiry_interval(None);
-    let (client, mut eventloop) = AsyncClient::new(options, 8);
+    let (client, mut eventloop) = EventLoop::new(options, 8);
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match eventloop.poll().await {

@@ -183,6 +183,13 @@ struct Cli {
     /// 16): instance slots kept warm, each for the plugin it last ran.
     #[arg(long)]
     pooling_slots: Option<u32>,
+    /// `broker.packets_per_write_max` of the daemons and the ceiling
+    /// (default: the daemon's own, 64); 1 writes each packet on its own.
+    #[arg(long)]
+    packets_per_write: Option<u16>,
+    /// The load connections' packets per write.
+    #[arg(long, default_value_t = wasmpay::mqtt::PACKETS_PER_WRITE_DEFAULT)]
+    client_packets_per_write: u16,
 }
 
 /// `--memory-reset`.
@@ -340,6 +347,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     bench.timings = Some(timings.clone());
     bench.memory_reset = cli.memory_reset.into();
     bench.pooling_slots = cli.pooling_slots;
+    bench.packets_per_write = cli.packets_per_write;
+    bench.client_packets_per_write = cli.client_packets_per_write;
     // What `auto` comes to on this machine, for the report.
     let memory_reset = wasmpay_plugin::Runtime::new(wasmpay_plugin::Limits {
         memory_reset: bench.memory_reset,

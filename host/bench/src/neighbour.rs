@@ -432,6 +432,7 @@ async fn run(
                 expect_ok: arm == Arm::Polite,
                 keep_replies: arm == Arm::Hostile,
                 progress: false,
+                packets_per_write: bench.client_packets_per_write,
             };
             let (good, neighbour) = tokio::join!(good, load::run(&bench.address, &plan, generator));
             (good, Some(neighbour?))

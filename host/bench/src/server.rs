@@ -112,9 +112,11 @@ impl Server {
                 let address = config.broker.address.clone();
                 let client_id = config.broker.client_id.clone();
                 let inflight = config.broker.inflight_messages_max;
+                let per_write = config.broker.packets_per_write_max;
                 runtime.spawn(async move {
-                    let serve =
-                        tokio::spawn(crate::ceiling::run(address, client_id, inflight, stop_rx));
+                    let serve = tokio::spawn(crate::ceiling::run(
+                        address, client_id, inflight, per_write, stop_rx,
+                    ));
                     shutdown.await;
                     let _ = stop_tx.send(true);
                     serve.await?

@@ -232,6 +232,10 @@ impl Config {
             "broker.inflight_messages_max: must be at least 1",
         );
         check(
+            self.broker.packets_per_write_max > 0,
+            "broker.packets_per_write_max: must be at least 1",
+        );
+        check(
             matches!(self.ledger.synchronous.as_str(), "full" | "normal"),
             "ledger.synchronous: expected `full` or `normal`",
         );

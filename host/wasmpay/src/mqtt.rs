@@ -13,6 +13,10 @@
 //!   as many messages as the broker may have in flight (`receive_maximum`),
 //!   and acks and publishes go through the client from other tasks.
 //!
+//! The connection itself is [`EventLoop`] (in `event_loop.rs`): rumqttc's
+//! protocol state and codec, with every queued request gathered into one
+//! write (and `TCP_NODELAY`, so no reply waits for Nagle's algorithm).
+//!
 //! With `broker.tls` the connection is TLS, with the files [`crate::tls`]
 //! loads. A connection the broker (or its certificate) refuses is retried
 //! like any other, logged at ERROR when only an operator can fix it, and
@@ -25,11 +29,14 @@ use std::time::{Duration, Instant};
 
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Filter, Packet, Publish, PublishProperties};
-use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions};
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 
 use crate::tls::{TlsClient, TlsFiles, TlsSetting};
+
+mod event_loop;
+pub use event_loop::{EventLoop, PACKETS_PER_WRITE_DEFAULT};
 
 /// `broker.address` for a broker in this process ([`crate::embedded_broker`]),
 /// the default: `wasmpay run` starts it on `broker.embedded_listen` and
@@ -71,6 +78,10 @@ pub struct BrokerConfig {
     /// Largest packet accepted from the broker; plugin uploads are the
     /// largest messages. rumqttc's default (10 KiB) would drop the connection.
     pub packet_bytes_max: u32,
+    /// Packets written to the socket in one system call at most: replies,
+    /// notifications and acks queued while the last write ran go out
+    /// together (1 writes each on its own).
+    pub packets_per_write_max: u16,
     pub reconnect_backoff_ms_min: u64,
     pub reconnect_backoff_ms_max: u64,
 }
@@ -91,6 +102,7 @@ impl Default for BrokerConfig {
             session_expiry_s: 3_600,
             inflight_messages_max: 256,
             packet_bytes_max: 8 * 1024 * 1024,
+            packets_per_write_max: event_loop::PACKETS_PER_WRITE_DEFAULT,
             reconnect_backoff_ms_min: 100,
             reconnect_backoff_ms_max: 5_000,
         }
@@ -323,10 +335,6 @@ pub fn start(
     if let (Some(user), Some(password)) = (&config.username, &config.password) {
         options.set_credentials(user.clone(), password.clone());
     }
-    let mut network = rumqttc::NetworkOptions::new();
-    // Without TCP_NODELAY every reply waits 40+ ms for Nagle's algorithm.
-    network.set_tcp_nodelay(true);
-    options.set_network_options(network);
     if config.tls {
         let tls = config
             .tls_client()
@@ -335,7 +343,8 @@ pub fn start(
     }
 
     let capacity = usize::from(config.inflight_messages_max) + 16;
-    let (client, eventloop) = AsyncClient::new(options, capacity);
+    let (client, mut eventloop) = EventLoop::new(options, capacity);
+    eventloop.set_packets_per_write_max(config.packets_per_write_max);
     // Room for every message the broker may have in flight, so forwarding
     // never blocks the event loop (which must keep answering pings).
     let (tx, rx) = mpsc::channel(capacity);
