@@ -1,7 +1,8 @@
 //! The daemon's broker connection (`wasmpay::mqtt::EventLoop`) against a
-//! real Mosquitto: queued requests leave in few writes, within the broker's
-//! Receive Maximum and in order, and a burst of incoming messages larger
-//! than one read's share arrives whole.
+//! real Mosquitto: by default each packet is its own write; gathering,
+//! queued requests leave in few writes, within the broker's Receive Maximum
+//! and in order; and a burst of incoming messages larger than one read's
+//! share arrives whole.
 
 use std::time::Duration;
 
@@ -9,10 +10,10 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tokio::sync::mpsc;
-use wasmpay::mqtt::{EventLoop, PACKETS_PER_WRITE_DEFAULT};
+use wasmpay::mqtt::{EventLoop, GATHER_PACKETS};
 
-/// The default batch, as a count.
-const PER_WRITE: usize = PACKETS_PER_WRITE_DEFAULT as usize;
+/// The batch the tests gather, as a count.
+const PER_WRITE: usize = GATHER_PACKETS as usize;
 use wasmpay_tests::Mosquitto;
 
 fn options(client_id: &str, broker: &Mosquitto) -> MqttOptions {
@@ -97,6 +98,7 @@ async fn queued_publishes_leave_together_and_arrive_in_order() {
     let broker = Mosquitto::start();
     let mut received = subscriber(&broker, "gather/#").await;
     let (client, mut event_loop) = EventLoop::new(options("gatherer", &broker), 1_000);
+    event_loop.set_packets_per_write_max(GATHER_PACKETS);
     connect(&mut event_loop).await;
 
     let count = 6 * PER_WRITE;
@@ -118,11 +120,10 @@ async fn queued_publishes_leave_together_and_arrive_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_packet_per_write_writes_each_publish_on_its_own() {
+async fn by_default_each_publish_is_its_own_write() {
     let broker = Mosquitto::start();
     let mut received = subscriber(&broker, "single/#").await;
     let (client, mut event_loop) = EventLoop::new(options("single", &broker), 1_000);
-    event_loop.set_packets_per_write_max(1);
     connect(&mut event_loop).await;
     let count = 2 * PER_WRITE;
     for i in 0..count {
@@ -146,6 +147,7 @@ async fn gathering_waits_at_the_brokers_receive_maximum_and_loses_nothing() {
     let broker = Mosquitto::start_with("allow_anonymous true\nmax_inflight_messages 5\n");
     let mut received = subscriber(&broker, "limited/#").await;
     let (client, mut event_loop) = EventLoop::new(options("limited", &broker), 1_000);
+    event_loop.set_packets_per_write_max(GATHER_PACKETS);
     let connack = connect(&mut event_loop).await;
     assert_eq!(
         connack.properties.and_then(|p| p.receive_max),

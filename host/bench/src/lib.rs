@@ -113,7 +113,7 @@ impl Bench {
             memory_reset: wasmpay_plugin::MemoryReset::default(),
             pooling_slots: None,
             packets_per_write: None,
-            client_packets_per_write: wasmpay::mqtt::PACKETS_PER_WRITE_DEFAULT,
+            client_packets_per_write: wasmpay::mqtt::GATHER_PACKETS,
             runs: AtomicU64::new(0),
         }
     }

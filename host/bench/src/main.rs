@@ -184,11 +184,11 @@ struct Cli {
     #[arg(long)]
     pooling_slots: Option<u32>,
     /// `broker.packets_per_write_max` of the daemons and the ceiling
-    /// (default: the daemon's own, 64); 1 writes each packet on its own.
+    /// (default: the daemon's own, 1: each packet on its own).
     #[arg(long)]
     packets_per_write: Option<u16>,
     /// The load connections' packets per write.
-    #[arg(long, default_value_t = wasmpay::mqtt::PACKETS_PER_WRITE_DEFAULT)]
+    #[arg(long, default_value_t = wasmpay::mqtt::GATHER_PACKETS)]
     client_packets_per_write: u16,
 }
 

@@ -14,8 +14,9 @@
 //!   and acks and publishes go through the client from other tasks.
 //!
 //! The connection itself is [`EventLoop`] (in `event_loop.rs`): rumqttc's
-//! protocol state and codec, with every queued request gathered into one
-//! write (and `TCP_NODELAY`, so no reply waits for Nagle's algorithm).
+//! protocol state and codec, able to gather queued requests into one write
+//! (`broker.packets_per_write_max`), with `TCP_NODELAY` so that no reply
+//! waits for Nagle's algorithm.
 //!
 //! With `broker.tls` the connection is TLS, with the files [`crate::tls`]
 //! loads. A connection the broker (or its certificate) refuses is retried
@@ -36,7 +37,7 @@ use tokio::sync::{mpsc, watch};
 use crate::tls::{TlsClient, TlsFiles, TlsSetting};
 
 mod event_loop;
-pub use event_loop::{EventLoop, PACKETS_PER_WRITE_DEFAULT};
+pub use event_loop::{EventLoop, GATHER_PACKETS};
 
 /// `broker.address` for a broker in this process ([`crate::embedded_broker`]),
 /// the default: `wasmpay run` starts it on `broker.embedded_listen` and
@@ -80,7 +81,8 @@ pub struct BrokerConfig {
     pub packet_bytes_max: u32,
     /// Packets written to the socket in one system call at most: replies,
     /// notifications and acks queued while the last write ran go out
-    /// together (1 writes each on its own).
+    /// together. 1 (the default) writes each on its own: see
+    /// `mqtt/event_loop.rs` for why.
     pub packets_per_write_max: u16,
     pub reconnect_backoff_ms_min: u64,
     pub reconnect_backoff_ms_max: u64,
@@ -102,7 +104,7 @@ impl Default for BrokerConfig {
             session_expiry_s: 3_600,
             inflight_messages_max: 256,
             packet_bytes_max: 8 * 1024 * 1024,
-            packets_per_write_max: event_loop::PACKETS_PER_WRITE_DEFAULT,
+            packets_per_write_max: 1,
             reconnect_backoff_ms_min: 100,
             reconnect_backoff_ms_max: 5_000,
         }

@@ -3,15 +3,21 @@
 //! queued reaches the socket in one write.
 //!
 //! Why not rumqttc's own `EventLoop`: in 0.25 it writes and flushes each
-//! request on its own (upstream issue bytebeamio/rumqtt#810), so the daemon
-//! made a `write` system call per reply, per notification and per ack, three
-//! per payment, and on loopback each such call also runs the broker's side of
-//! TCP. Past about three quarters of the peak load the one task that polls
-//! the connection fell behind: payments were committed in 0.1 s and acked
-//! after 1-2 s. Here a request taken from the queue is followed by every
-//! other request already waiting (at most [`PACKETS_PER_WRITE_DEFAULT`] by default, and no
-//! further than the broker's Receive Maximum allows), and then one flush. A
-//! lone request is written at once, so nothing waits for company.
+//! request on its own (upstream issue bytebeamio/rumqtt#810): a `writev`
+//! system call per packet. Here, with [`EventLoop::set_packets_per_write_max`]
+//! above 1, a request taken from the queue is followed by every other request
+//! already waiting (up to that many, and no further than the broker's Receive
+//! Maximum allows), and then one flush. A lone request is written at once, so
+//! nothing waits for company.
+//!
+//! The default is 1, rumqttc's behaviour, and the daemon's default too
+//! (`broker.packets_per_write_max`): against Mosquitto, which reads one
+//! packet per connection per turn of its loop, a daemon that gathered its
+//! writes made 0.12x the calls, but under overload its acks then lagged its
+//! commits by up to 1.5 s (BENCHMARKS.md, "The broker connection's writes,
+//! gathered"). The bench's load connections, each one packet per request,
+//! gather [`GATHER_PACKETS`]: with them, the daemon's acks follow its
+//! commits even at 90% of the peak.
 //!
 //! Everything else is rumqttc's behaviour, with the same types, so callers
 //! use it as they would rumqttc's: [`EventLoop::new`] returns an
@@ -36,10 +42,9 @@ use tokio::net::TcpStream;
 use tokio::time::{self, Instant, Sleep};
 use tokio_util::codec::Framed;
 
-/// Packets passed to the socket in one flush at most, and packets read in
-/// one go before the acks they call for are flushed, unless
-/// [`EventLoop::set_packets_per_write_max`] says otherwise.
-pub const PACKETS_PER_WRITE_DEFAULT: u16 = 64;
+/// Packets read in one go before the acks they call for are flushed; and
+/// the write batch of the bench's load connections.
+pub const GATHER_PACKETS: u16 = 64;
 
 /// rumqttc's default for a packet from the broker when the options set no
 /// Maximum Packet Size.
@@ -99,7 +104,7 @@ impl EventLoop {
             keep_alive: None,
             inflight_max: inflight_upper,
             writes: 0,
-            packets_per_write_max: usize::from(PACKETS_PER_WRITE_DEFAULT),
+            packets_per_write_max: 1,
         };
         (AsyncClient::from_senders(requests_tx), event_loop)
     }
@@ -138,9 +143,8 @@ impl EventLoop {
         }
     }
 
-    /// Packets gathered into one write at most (and read in one go before
-    /// the acks they call for are written); 1 writes each on its own, as
-    /// rumqttc's own event loop does.
+    /// Packets gathered into one write at most; 1 (the default) writes each
+    /// on its own, as rumqttc's own event loop does.
     pub fn set_packets_per_write_max(&mut self, packets: u16) {
         self.packets_per_write_max = usize::from(packets.max(1));
     }
@@ -200,7 +204,7 @@ impl EventLoop {
                 flush(network, &mut self.writes).await?;
             }
             packet = network.next() => {
-                read_packets(&mut self.state, network, packet, self.packets_per_write_max).await?;
+                read_packets(&mut self.state, network, packet).await?;
                 flush(network, &mut self.writes).await?;
             }
             () = keep_alive.as_mut() => {
@@ -256,13 +260,12 @@ async fn write_request(
     Ok(())
 }
 
-/// Handles `first` and whatever else has already arrived (up to `max` in
-/// all), encoding the packets they call for.
+/// Handles `first` and whatever else has already arrived (up to
+/// [`GATHER_PACKETS`] in all), encoding the packets they call for.
 async fn read_packets(
     state: &mut MqttState,
     network: &mut Network,
     first: Option<Result<Packet, rumqttc::v5::mqttbytes::Error>>,
-    max: usize,
 ) -> Result<(), StateError> {
     let mut next = first;
     let mut handled = 0;
@@ -281,7 +284,7 @@ async fn read_packets(
         }
         handled += 1;
         // Take a packet only to handle it: one taken and dropped is lost.
-        if handled >= max {
+        if handled >= usize::from(GATHER_PACKETS) {
             return Ok(());
         }
         match network.next().now_or_never() {
