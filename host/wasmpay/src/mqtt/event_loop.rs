@@ -11,11 +11,10 @@
 //! nothing waits for company.
 //!
 //! The default is 1, rumqttc's behaviour, and the daemon's default too
-//! (`broker.packets_per_write_max`): against Mosquitto, which reads one
-//! packet per connection per turn of its loop, a daemon that gathered its
-//! writes made 0.12x the calls, but under overload its acks then lagged its
-//! commits by up to 1.5 s (BENCHMARKS.md, "The broker connection's writes,
-//! gathered"). The bench's load connections, each one packet per request,
+//! (`broker.packets_per_write_max`): against Mosquitto, a daemon that
+//! gathered its writes made 0.12x the calls, but under overload its acks
+//! then lagged its commits by up to 1.4 s (BENCHMARKS.md, "The broker
+//! connection's writes, gathered"). The bench's load connections, each one packet per request,
 //! gather [`GATHER_PACKETS`]: with them, the daemon's acks follow its
 //! commits even at 90% of the peak.
 //!
