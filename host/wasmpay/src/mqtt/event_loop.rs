@@ -170,17 +170,11 @@ impl EventLoop {
         );
     }
 
-    /// Whether another request may go out now: the broker's Receive Maximum
-    /// is not reached and no packet id is waiting on a collision.
-    fn may_send(&self) -> bool {
-        self.state.inflight() < self.inflight_max && self.state.collision.is_none()
-    }
-
     async fn select(&mut self) -> Result<Event, ConnectionError> {
         if let Some(event) = self.state.events.pop_front() {
             return Ok(event);
         }
-        let may_take = !self.pending.is_empty() || self.may_send();
+        let may_take = !self.pending.is_empty() || may_send(&self.state, self.inflight_max);
         let (Some(network), Some(keep_alive)) = (self.network.as_mut(), self.keep_alive.as_mut())
         else {
             unreachable!("select runs only when connected");
@@ -191,7 +185,7 @@ impl EventLoop {
                 write_request(&mut self.state, network, request).await?;
                 // Everything else already queued goes in the same flush.
                 for _ in 1..self.packets_per_write_max {
-                    if self.state.inflight() >= self.inflight_max || self.state.collision.is_some() {
+                    if !may_send(&self.state, self.inflight_max) {
                         break;
                     }
                     let Some(request) = self.pending.pop_front().or_else(|| self.requests.try_recv().ok())
@@ -218,6 +212,12 @@ impl EventLoop {
             .pop_front()
             .expect("every request and packet handled records an event"))
     }
+}
+
+/// Whether another request may go out now: the broker's Receive Maximum is
+/// not reached and no packet id is waiting on a collision.
+fn may_send(state: &MqttState, inflight_max: u16) -> bool {
+    state.inflight() < inflight_max && state.collision.is_none()
 }
 
 /// The next request: what the last session left first, then the client's.
