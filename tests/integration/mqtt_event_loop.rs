@@ -83,6 +83,17 @@ async fn subscriber(broker: &Mosquitto, filter: &str) -> mpsc::UnboundedReceiver
     rx
 }
 
+/// Queues QoS 1 publishes of "0", "1", ... on `topic` (nothing is sent
+/// until the event loop is polled).
+async fn queue_numbered(client: &AsyncClient, topic: &str, count: usize) {
+    for i in 0..count {
+        client
+            .publish(topic, QoS::AtLeastOnce, false, i.to_string())
+            .await
+            .expect("queue a publish");
+    }
+}
+
 async fn expect_in_order(received: &mut mpsc::UnboundedReceiver<String>, count: usize) {
     for i in 0..count {
         let payload = tokio::time::timeout(Duration::from_secs(10), received.recv())
@@ -102,12 +113,7 @@ async fn queued_publishes_leave_together_and_arrive_in_order() {
     connect(&mut event_loop).await;
 
     let count = 6 * PER_WRITE;
-    for i in 0..count {
-        client
-            .publish("gather/t", QoS::AtLeastOnce, false, i.to_string())
-            .await
-            .expect("queue a publish");
-    }
+    queue_numbered(&client, "gather/t", count).await;
     let before = event_loop.writes();
     until_acked(&mut event_loop, count).await;
     let writes = event_loop.writes() - before;
@@ -126,12 +132,7 @@ async fn by_default_each_publish_is_its_own_write() {
     let (client, mut event_loop) = EventLoop::new(options("single", &broker), 1_000);
     connect(&mut event_loop).await;
     let count = 2 * PER_WRITE;
-    for i in 0..count {
-        client
-            .publish("single/t", QoS::AtLeastOnce, false, i.to_string())
-            .await
-            .expect("queue a publish");
-    }
+    queue_numbered(&client, "single/t", count).await;
     let before = event_loop.writes();
     until_acked(&mut event_loop, count).await;
     assert_eq!(event_loop.writes() - before, count as u64);
@@ -156,12 +157,7 @@ async fn gathering_waits_at_the_brokers_receive_maximum_and_loses_nothing() {
     );
 
     let count = 3 * PER_WRITE;
-    for i in 0..count {
-        client
-            .publish("limited/t", QoS::AtLeastOnce, false, i.to_string())
-            .await
-            .expect("queue a publish");
-    }
+    queue_numbered(&client, "limited/t", count).await;
     until_acked(&mut event_loop, count).await;
     expect_in_order(&mut received, count).await;
 }
@@ -196,12 +192,7 @@ async fn a_burst_longer_than_one_reads_share_arrives_whole() {
     let count = 3 * PER_WRITE + 1;
     let (publisher, mut publisher_loop) = EventLoop::new(options("burst-writer", &broker), 1_000);
     connect(&mut publisher_loop).await;
-    for i in 0..count {
-        publisher
-            .publish("burst/t", QoS::AtLeastOnce, false, i.to_string())
-            .await
-            .expect("queue a publish");
-    }
+    queue_numbered(&publisher, "burst/t", count).await;
     until_acked(&mut publisher_loop, count).await;
 
     // Back again: the queued messages arrive at once, many per read.
