@@ -186,10 +186,10 @@ pub fn reply_is_ok(payload: &[u8]) -> bool {
     head.windows(9).any(|w| w == b"\"ok\":true")
 }
 
-/// Client options shared by the load clients and the bench's own servers,
-/// which all connect through the daemon's [`EventLoop`] (TCP_NODELAY, queued
-/// requests gathered into one write), so that the ceiling, the load and the
-/// daemon share one client: large packets.
+/// Client options shared by the load clients and the bench's own servers:
+/// large packets. All of them connect through the daemon's [`EventLoop`]
+/// (with TCP_NODELAY), so the ceiling, the load and the daemon share one
+/// client.
 pub fn mqtt_options(client_id: &str, address: &str) -> anyhow::Result<MqttOptions> {
     let (host, port) = address
         .rsplit_once(':')

@@ -349,6 +349,7 @@ mod tests {
         let text = r#"
             [broker]
             address = "no-port"
+            packets_per_write_max = 0
             [ledger]
             synchronous = "sometimes"
             checkpoint = "never"
@@ -361,6 +362,7 @@ mod tests {
         let errors = Config::parse(text, no_env()).unwrap_err().0;
         for key in [
             "broker.address",
+            "broker.packets_per_write_max",
             "ledger.synchronous",
             "ledger.checkpoint",
             "ledger.idempotency_retention_hours",

@@ -1,6 +1,6 @@
 //! The broker connection's event loop: rumqttc's protocol state
-//! ([`MqttState`]) and packet codec, driven so that every request already
-//! queued reaches the socket in one write.
+//! ([`MqttState`]) and packet codec, driven so that requests already queued
+//! can reach the socket in one write.
 //!
 //! Why not rumqttc's own `EventLoop`: in 0.25 it writes and flushes each
 //! request on its own (upstream issue bytebeamio/rumqtt#810): a `writev`
@@ -12,11 +12,11 @@
 //!
 //! The default is 1, rumqttc's behaviour, and the daemon's default too
 //! (`broker.packets_per_write_max`): against Mosquitto, a daemon that
-//! gathered its writes made 0.12x the calls, but under overload its acks
-//! then lagged its commits by up to 1.4 s (BENCHMARKS.md, "The broker
-//! connection's writes, gathered"). The bench's load connections, each one packet per request,
-//! gather [`GATHER_PACKETS`]: with them, the daemon's acks follow its
-//! commits even at 90% of the peak.
+//! gathered its writes made 0.12x the calls at the same throughput, but
+//! under overload its acks lagged its commits (by up to 1.4 s) more often
+//! than with one packet per write (BENCHMARKS.md, "The broker connection's
+//! writes, gathered"). The bench's load connections, one packet per request
+//! each, gather [`GATHER_PACKETS`].
 //!
 //! Everything else is rumqttc's behaviour, with the same types, so callers
 //! use it as they would rumqttc's: [`EventLoop::new`] returns an
