@@ -422,6 +422,89 @@ fn one_refused_op_in_a_batch_does_not_fail_its_neighbours() {
 }
 
 #[test]
+fn a_refusal_after_writes_in_a_batch_is_undone_and_its_neighbours_stand() {
+    // With room for one sub-account, a payment crediting two new ones opens
+    // the first and is then refused at the second: the only kind of refusal
+    // that comes after the operation wrote, so the batch has to run again
+    // with savepoints. Refusals before any write (insufficient funds) do not.
+    let mut fx = Fixture::with_options(wasmpay_ledger::LedgerOptions {
+        merchant_subaccounts_max: 1,
+        ..Default::default()
+    });
+    fx.open_user("alice");
+    fx.open_merchant("shop");
+    fx.deposit("alice", eur(1_000));
+    let split = |request: &str, subs: &[&str]| {
+        let mut settlement = settle(eur(100), 0);
+        settlement.merchant_credits.clear();
+        for sub in subs {
+            settlement
+                .merchant_credits
+                .insert(SubAccount::new(*sub).unwrap(), eur(100 / subs.len() as i64));
+        }
+        OpKind::Payment {
+            payer: user("alice"),
+            merchant: merchant("shop"),
+            payment_id: pid("alice", request),
+            amount: eur(100),
+            memo: None,
+            metadata: BTreeMap::new(),
+            decision: PaymentDecided::Approved {
+                quote: Quote::default(),
+                settlement,
+                plugin: None,
+            },
+        }
+    };
+    let ops = vec![
+        fx.op(Principal::Admin, payment("alice", "shop", "a", eur(300), 0)),
+        fx.op(Principal::Admin, split("b", &["tips", "vat"])),
+        fx.op(
+            Principal::Admin,
+            payment("alice", "shop", "c", eur(5_000), 0),
+        ),
+        fx.op(Principal::Admin, payment("alice", "shop", "d", eur(300), 0)),
+    ];
+    let rerun_before = fx.ledger.batches_rerun();
+    let results = fx.ledger.apply_batch(ops).unwrap();
+    let codes: Vec<_> = results.iter().map(code).collect();
+    assert_eq!(
+        codes,
+        [
+            "applied",
+            "subaccount_limit",
+            "insufficient_funds",
+            "applied"
+        ]
+    );
+    assert_eq!(fx.ledger.batches_rerun(), rerun_before + 1);
+    // The refused payment's first sub-account was undone with it.
+    let tips = Owner::merchant(&merchant("shop"), &SubAccount::new("tips").unwrap());
+    assert!(!fx.reader().account_exists(&tips, cur("EUR")).unwrap());
+    assert_eq!(fx.available(&alice()), 400);
+    // Every op of the rerun has its own journal entry, consecutive: nothing
+    // of the abandoned attempt is left in between.
+    let seq = |i: usize| results[i].receipt().unwrap().seq;
+    assert_eq!(seq(3), seq(0) + 3);
+
+    // A batch whose only refusals come before any write runs once.
+    let ops = vec![
+        fx.op(Principal::Admin, split("e", &["tips"])),
+        fx.op(
+            Principal::Admin,
+            payment("alice", "shop", "f", eur(5_000), 0),
+        ),
+        fx.op(Principal::Admin, split("g", &["vat"])),
+    ];
+    let results = fx.ledger.apply_batch(ops).unwrap();
+    let codes: Vec<_> = results.iter().map(code).collect();
+    assert_eq!(codes, ["applied", "insufficient_funds", "subaccount_limit"]);
+    assert_eq!(fx.ledger.batches_rerun(), rerun_before + 1);
+    assert!(fx.reader().account_exists(&tips, cur("EUR")).unwrap());
+    fx.assert_clean();
+}
+
+#[test]
 fn receipts_carry_consecutive_journal_numbers() {
     let mut fx = Fixture::alice_and_shop(1_000);
     let a = fx.as_user("alice", payment("alice", "shop", "a", eur(1), 0));
