@@ -681,6 +681,9 @@ async fn metrics_count_outcomes_and_health_follows_the_broker() {
         r#"wasmpay_messages_total{command="pay",outcome="ok"} 1"#,
         r#"wasmpay_messages_total{command="pay",outcome="insufficient_funds"} 1"#,
         "wasmpay_ledger_commit_seconds_count",
+        // The refusal came before the payment wrote anything: its batch
+        // needed no second run with savepoints.
+        "wasmpay_ledger_batches_rerun_total 0",
         "wasmpay_reply_latency_seconds_count",
         // Subscribed with No Local: the payment's notification and the
         // replies on `.../replies` are not sent back to the host.

@@ -44,6 +44,7 @@ pub struct Metrics {
     plugin_call_seconds: Histogram,
     ledger_batch_ops: Histogram,
     ledger_commit_seconds: Histogram,
+    ledger_batches_rerun: Counter,
     reply_latency_seconds: Histogram,
     inflight_messages: Gauge,
     plugins_quarantined: Gauge,
@@ -62,6 +63,7 @@ impl Default for Metrics {
         let ledger_batch_ops = Histogram::new(exponential_buckets(1.0, 2.0, 11));
         // 50 µs to ~1.6 s: an fsync dominates.
         let ledger_commit_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 15));
+        let ledger_batches_rerun = Counter::default();
         let reply_latency_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 15));
         let inflight_messages = Gauge::default();
         let plugins_quarantined = Gauge::default();
@@ -101,6 +103,11 @@ impl Default for Metrics {
             ledger_commit_seconds.clone(),
         );
         registry.register(
+            "ledger_batches_rerun",
+            "Batches the ledger ran a second time with a savepoint per operation, because an operation was refused after it had written (rare: most refusals come before any write)",
+            ledger_batches_rerun.clone(),
+        );
+        registry.register(
             "reply_latency_seconds",
             "From a message's arrival to its reply being queued",
             reply_latency_seconds.clone(),
@@ -124,6 +131,7 @@ impl Default for Metrics {
             plugin_call_seconds,
             ledger_batch_ops,
             ledger_commit_seconds,
+            ledger_batches_rerun,
             reply_latency_seconds,
             inflight_messages,
             plugins_quarantined,
@@ -154,9 +162,14 @@ impl Metrics {
         self.plugin_call_seconds.observe(elapsed.as_secs_f64());
     }
 
-    pub fn batch(&self, ops: usize, elapsed: Duration) {
+    /// One committed batch: its size, its time, and whether the ledger had
+    /// to run it a second time with savepoints.
+    pub fn batch(&self, ops: usize, elapsed: Duration, rerun: bool) {
         self.ledger_batch_ops.observe(ops as f64);
         self.ledger_commit_seconds.observe(elapsed.as_secs_f64());
+        if rerun {
+            self.ledger_batches_rerun.inc();
+        }
     }
 
     pub fn replied(&self, latency: Duration) {

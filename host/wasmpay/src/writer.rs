@@ -145,6 +145,7 @@ impl Writer {
             .collect();
         let started = std::time::Instant::now();
         let op_count = ops.len();
+        let reruns_before = self.ledger.batches_rerun();
         let mut results = if ops.is_empty() {
             Vec::new()
         } else {
@@ -152,7 +153,10 @@ impl Writer {
         }
         .into_iter();
         if op_count > 0 {
-            self.shared.metrics.batch(op_count, started.elapsed());
+            let rerun = self.ledger.batches_rerun() != reruns_before;
+            self.shared
+                .metrics
+                .batch(op_count, started.elapsed(), rerun);
             tracing::debug!(
                 ops = op_count,
                 commit_us = started.elapsed().as_micros() as u64,
