@@ -79,7 +79,10 @@ pub struct Limits {
     /// in the end-to-end benchmark the per-call `munmap` of the on-demand
     /// scheme (with its TLB shootdowns across the daemon's threads) was a
     /// third of each plugin call's CPU (`BENCHMARKS.md`). Each slot reserves
-    /// address space (about 4 GiB per memory, none of it committed).
+    /// address space (about 4 GiB per memory, none of it committed). A free
+    /// slot stays warm for the plugin it last ran, so a daemon serving many
+    /// merchants keeps more of them warm with more slots (2,048 slots for
+    /// 1,000 merchants: 1.26x the throughput of 16).
     pub pooling_slots: u32,
     /// How a pooled slot's memory goes back to the plugin's initial
     /// contents between calls (see [`MemoryReset`]). Not a limit: a choice

@@ -164,6 +164,49 @@ fn a_memory_bomb_ends_at_the_memory_limit_under_either_allocator() {
 }
 
 #[test]
+fn every_pooled_slot_stays_warm_for_the_plugin_it_last_ran() {
+    // More plugins than wasmtime's default of 100 warm slots, each called
+    // once: each call's slot then stays warm for its plugin (each load is a
+    // module of its own), so that with enough slots for every merchant no
+    // call maps another plugin's image into its slot. wasmtime splits the
+    // pool into a shard per core (at most 16), and a thread warms only its
+    // own: 480 slots hold 1 920 memories, 120 a shard even on 16 cores.
+    let plugins = 120;
+    let runtime = Runtime::new(Limits {
+        pooling_slots: 480,
+        ..Limits::default()
+    })
+    .unwrap();
+    assert_eq!(runtime.warm_memories(), Some(0));
+    let compiled = runtime
+        .compile(&fixtures::answering(fixtures::APPROVE_FEE))
+        .unwrap();
+    for version in 1..=plugins {
+        let plugin = runtime
+            .load(
+                &compiled.artifact,
+                wasmpay_plugin::PluginMeta {
+                    merchant: fixtures::merchant(),
+                    version,
+                    sha256: compiled.sha256.clone(),
+                    config: Default::default(),
+                },
+            )
+            .unwrap();
+        runtime
+            .decide_payment(&plugin, Arc::new(NoActivity), &payment())
+            .unwrap();
+    }
+    assert_eq!(runtime.warm_memories(), Some(plugins));
+    let unpooled = Runtime::new(Limits {
+        pooling_slots: 0,
+        ..Limits::default()
+    })
+    .unwrap();
+    assert_eq!(unpooled.warm_memories(), None);
+}
+
+#[test]
 fn unbounded_recursion_ends_as_a_stack_overflow() {
     let body = "(drop (call $recurse (i32.const 0))) (i32.const 256)";
     check_fault(
