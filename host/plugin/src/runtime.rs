@@ -699,8 +699,10 @@ fn engine_config(limits: &Limits, reset: MemoryReset) -> Config {
             // last served (wasmtime keeps 100 by default, split between its
             // shards), so that raising `pooling_slots` to cover many
             // merchants does keep each one's instance warm: with 1,000
-            // merchants and 2,048 slots, 1.26x the throughput of the default
-            // cap, at the same resident memory (BENCHMARKS.md).
+            // merchants, 2,048 slots gave 1.26x the throughput of 16, at the
+            // same resident memory for the `fee` example (BENCHMARKS.md). A
+            // warm slot keeps what its plugin touched resident, up to
+            // SCAN_KEEP_RESIDENT_BYTES with `scan`.
             .max_unused_warm_slots(slots * host::MEMORIES_MAX.max(host::TABLES_MAX) as u32);
         match reset {
             MemoryReset::Scan => pool
