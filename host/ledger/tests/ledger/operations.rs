@@ -262,6 +262,31 @@ fn zero_and_negative_amounts_are_refused_with_invalid_amount() {
     fx.assert_clean();
 }
 
+/// alice pays shop 1.00 EUR, credited in equal parts to `subs`, shop's
+/// sub-accounts (opened on first credit, within the limit).
+fn split_payment(request: &str, subs: &[&str]) -> OpKind {
+    let mut settlement = settle(eur(100), 0);
+    settlement.merchant_credits.clear();
+    for sub in subs {
+        settlement
+            .merchant_credits
+            .insert(SubAccount::new(*sub).unwrap(), eur(100 / subs.len() as i64));
+    }
+    OpKind::Payment {
+        payer: user("alice"),
+        merchant: merchant("shop"),
+        payment_id: pid("alice", request),
+        amount: eur(100),
+        memo: None,
+        metadata: BTreeMap::new(),
+        decision: PaymentDecided::Approved {
+            quote: Quote::default(),
+            settlement,
+            plugin: None,
+        },
+    }
+}
+
 #[test]
 fn merchant_sub_accounts_are_limited() {
     let mut fx = Fixture::with_options(wasmpay_ledger::LedgerOptions {
@@ -272,25 +297,7 @@ fn merchant_sub_accounts_are_limited() {
     fx.open_merchant("shop");
     fx.deposit("alice", eur(10_000));
     let pay_to = |fx: &mut Fixture, sub: &str, request: &str| {
-        let mut settlement = settle(eur(100), 0);
-        settlement.merchant_credits.clear();
-        settlement
-            .merchant_credits
-            .insert(SubAccount::new(sub).unwrap(), eur(100));
-        let kind = OpKind::Payment {
-            payer: user("alice"),
-            merchant: merchant("shop"),
-            payment_id: pid("alice", request),
-            amount: eur(100),
-            memo: None,
-            metadata: BTreeMap::new(),
-            decision: PaymentDecided::Approved {
-                quote: Quote::default(),
-                settlement,
-                plugin: None,
-            },
-        };
-        fx.as_user("alice", kind)
+        fx.as_user("alice", split_payment(request, &[sub]))
     };
     assert_eq!(code(&pay_to(&mut fx, "a", "1")), "applied");
     assert_eq!(code(&pay_to(&mut fx, "b", "2")), "applied");
@@ -434,31 +441,9 @@ fn a_refusal_after_writes_in_a_batch_is_undone_and_its_neighbours_stand() {
     fx.open_user("alice");
     fx.open_merchant("shop");
     fx.deposit("alice", eur(1_000));
-    let split = |request: &str, subs: &[&str]| {
-        let mut settlement = settle(eur(100), 0);
-        settlement.merchant_credits.clear();
-        for sub in subs {
-            settlement
-                .merchant_credits
-                .insert(SubAccount::new(*sub).unwrap(), eur(100 / subs.len() as i64));
-        }
-        OpKind::Payment {
-            payer: user("alice"),
-            merchant: merchant("shop"),
-            payment_id: pid("alice", request),
-            amount: eur(100),
-            memo: None,
-            metadata: BTreeMap::new(),
-            decision: PaymentDecided::Approved {
-                quote: Quote::default(),
-                settlement,
-                plugin: None,
-            },
-        }
-    };
     let ops = vec![
         fx.op(Principal::Admin, payment("alice", "shop", "a", eur(300), 0)),
-        fx.op(Principal::Admin, split("b", &["tips", "vat"])),
+        fx.op(Principal::Admin, split_payment("b", &["tips", "vat"])),
         fx.op(
             Principal::Admin,
             payment("alice", "shop", "c", eur(5_000), 0),
@@ -489,12 +474,12 @@ fn a_refusal_after_writes_in_a_batch_is_undone_and_its_neighbours_stand() {
 
     // A batch whose only refusals come before any write runs once.
     let ops = vec![
-        fx.op(Principal::Admin, split("e", &["tips"])),
+        fx.op(Principal::Admin, split_payment("e", &["tips"])),
         fx.op(
             Principal::Admin,
             payment("alice", "shop", "f", eur(5_000), 0),
         ),
-        fx.op(Principal::Admin, split("g", &["vat"])),
+        fx.op(Principal::Admin, split_payment("g", &["vat"])),
     ];
     let results = fx.ledger.apply_batch(ops).unwrap();
     let codes: Vec<_> = results.iter().map(code).collect();
