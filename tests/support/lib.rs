@@ -141,8 +141,14 @@ enum EitherBroker {
 
 impl TestBroker {
     pub fn start() -> Self {
-        match std::env::var(TEST_BROKER_ENV).as_deref() {
-            Ok("embedded") => {
+        Self::start_named(std::env::var(TEST_BROKER_ENV).ok().as_deref())
+    }
+
+    /// Starts the broker `name`d as in `WASMPAY_TEST_BROKER` (`None`:
+    /// Mosquitto).
+    pub fn start_named(name: Option<&str>) -> Self {
+        match name {
+            Some("embedded") => {
                 let config = wasmpay::Config::default();
                 let broker = EmbeddedBroker::start(([127, 0, 0, 1], 0).into(), &config.broker)
                     .expect("start the embedded broker");
@@ -153,14 +159,14 @@ impl TestBroker {
                     },
                 }
             }
-            Ok("mosquitto") | Err(_) => {
+            Some("mosquitto") | None => {
                 let broker = Mosquitto::start();
                 Self {
                     port: broker.port,
                     _broker: EitherBroker::Mosquitto { _child: broker },
                 }
             }
-            Ok(other) => panic!("{TEST_BROKER_ENV}={other}: expected embedded or mosquitto"),
+            Some(other) => panic!("broker {other}: expected embedded or mosquitto"),
         }
     }
 

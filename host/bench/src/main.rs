@@ -5,7 +5,8 @@
 //!     [--payments N] [--users M] [--merchants K] ...
 //! ```
 //!
-//! Starts its own Mosquitto on a free port, then measures, one after the
+//! Starts its own Mosquitto on a free port (or, with `--broker embedded`,
+//! wasmpay's embedded broker in this process), then measures, one after the
 //! other on the same broker and client library (stages, `--only` picks):
 //!
 //! - `ceiling`, `wasmpay`, `native`, `naive`: the echo ceiling, wasmpay (the
@@ -190,6 +191,17 @@ struct Cli {
     /// The load connections' packets per write.
     #[arg(long, default_value_t = wasmpay::mqtt::GATHER_PACKETS)]
     client_packets_per_write: u16,
+    /// The broker every stage runs through: a Mosquitto child process, or
+    /// wasmpay's embedded broker (rmqtt) in the bench's own process.
+    #[arg(long, value_enum, default_value_t = BrokerArg::Mosquitto)]
+    broker: BrokerArg,
+}
+
+/// `--broker`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum BrokerArg {
+    Mosquitto,
+    Embedded,
 }
 
 /// `--memory-reset`.
@@ -335,7 +347,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             temp.path().to_owned()
         }
     };
-    let broker = wasmpay_tests::Mosquitto::start();
+    let broker = wasmpay_tests::TestBroker::start_named(Some(match cli.broker {
+        BrokerArg::Mosquitto => "mosquitto",
+        BrokerArg::Embedded => "embedded",
+    }));
     let mut bench = Bench::new(
         broker.address(),
         server_runtime.handle().clone(),

@@ -24,12 +24,17 @@ struct Tiny {
     clients: tokio::runtime::Runtime,
     _servers: tokio::runtime::Runtime,
     _data: tempfile::TempDir,
-    _broker: wasmpay_tests::Mosquitto,
+    _broker: wasmpay_tests::TestBroker,
 }
 
 impl Tiny {
     fn start() -> Self {
-        let broker = wasmpay_tests::Mosquitto::start();
+        Self::start_on("mosquitto")
+    }
+
+    /// On the broker `--broker` names: `mosquitto` or `embedded`.
+    fn start_on(broker: &str) -> Self {
+        let broker = wasmpay_tests::TestBroker::start_named(Some(broker));
         let data = tempfile::tempdir().expect("temp dir");
         let servers = runtime("server");
         let bench = Bench::new(
@@ -69,6 +74,31 @@ fn every_variant_answers_every_payment_ok() {
             assert!(
                 outcome.complete(),
                 "{}: {} of {payments} answered, {} ok; {:?} {:?}",
+                variant.name(),
+                outcome.replies,
+                outcome.ok,
+                outcome.failures,
+                outcome.errors
+            );
+        }
+    });
+}
+
+#[test]
+fn the_ceiling_and_wasmpay_answer_every_payment_through_the_embedded_broker() {
+    // `--broker embedded`: the same stages through wasmpay's own broker in
+    // the bench's process instead of a Mosquitto child.
+    let tiny = Tiny::start_on("embedded");
+    let (bench, clients) = (&tiny.bench, &tiny.clients);
+    clients.block_on(async {
+        for variant in [Variant::Ceiling, Variant::Wasmpay] {
+            let outcome = bench
+                .closed_loop(variant, 200, 20, 2)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e:#}", variant.name()));
+            assert!(
+                outcome.complete(),
+                "{}: {} of 200 answered, {} ok; {:?} {:?}",
                 variant.name(),
                 outcome.replies,
                 outcome.ok,
