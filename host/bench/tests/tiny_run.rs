@@ -55,6 +55,24 @@ impl Tiny {
     }
 }
 
+/// Runs `payments` closed-loop through `variant` and asserts that each got
+/// a reply, and every reply was ok.
+async fn every_payment_answered_ok(bench: &Bench, variant: Variant, payments: u64) {
+    let outcome = bench
+        .closed_loop(variant, payments, 20, 2)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e:#}", variant.name()));
+    assert!(
+        outcome.complete(),
+        "{}: {} of {payments} answered, {} ok; {:?} {:?}",
+        variant.name(),
+        outcome.replies,
+        outcome.ok,
+        outcome.failures,
+        outcome.errors
+    );
+}
+
 #[test]
 fn every_variant_answers_every_payment_ok() {
     let tiny = Tiny::start();
@@ -67,19 +85,7 @@ fn every_variant_answers_every_payment_ok() {
             // Compiles the plugin per payment: a handful is enough.
             (Variant::Naive, 4),
         ] {
-            let outcome = bench
-                .closed_loop(variant, payments, 20, 2)
-                .await
-                .unwrap_or_else(|e| panic!("{}: {e:#}", variant.name()));
-            assert!(
-                outcome.complete(),
-                "{}: {} of {payments} answered, {} ok; {:?} {:?}",
-                variant.name(),
-                outcome.replies,
-                outcome.ok,
-                outcome.failures,
-                outcome.errors
-            );
+            every_payment_answered_ok(bench, variant, payments).await;
         }
     });
 }
@@ -92,19 +98,7 @@ fn the_ceiling_and_wasmpay_answer_every_payment_through_the_embedded_broker() {
     let (bench, clients) = (&tiny.bench, &tiny.clients);
     clients.block_on(async {
         for variant in [Variant::Ceiling, Variant::Wasmpay] {
-            let outcome = bench
-                .closed_loop(variant, 200, 20, 2)
-                .await
-                .unwrap_or_else(|e| panic!("{}: {e:#}", variant.name()));
-            assert!(
-                outcome.complete(),
-                "{}: {} of 200 answered, {} ok; {:?} {:?}",
-                variant.name(),
-                outcome.replies,
-                outcome.ok,
-                outcome.failures,
-                outcome.errors
-            );
+            every_payment_answered_ok(bench, variant, 200).await;
         }
     });
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use wasmpay_domain::{Money, Quote, SubAccount};
+use wasmpay_domain::{Money, Quote, Settlement, SubAccount};
 use wasmpay_ledger::{
     Effect, OpKind, OpResult, Outcome, Overdraft, Owner, PaymentDecided, Principal, RefundDecided,
     Refusal,
@@ -147,19 +147,7 @@ fn an_unbalanced_settlement_is_refused_not_posted() {
     let mut fx = Fixture::alice_and_shop(1_000);
     let mut settlement = settle(eur(100), 0);
     settlement.platform_fee = eur(1);
-    let kind = OpKind::Payment {
-        payer: user("alice"),
-        merchant: merchant("shop"),
-        payment_id: pid("alice", "p1"),
-        amount: eur(100),
-        memo: None,
-        metadata: BTreeMap::new(),
-        decision: PaymentDecided::Approved {
-            quote: Quote::default(),
-            settlement,
-            plugin: None,
-        },
-    };
+    let kind = settled_payment("p1", settlement);
     assert_eq!(code(&fx.as_user("alice", kind)), "invalid_settlement");
     assert_eq!(fx.available(&alice()), 1_000);
     fx.assert_clean();
@@ -262,6 +250,19 @@ fn zero_and_negative_amounts_are_refused_with_invalid_amount() {
     fx.assert_clean();
 }
 
+/// alice with `funds` and shop, on a ledger that allows each merchant `max`
+/// sub-accounts.
+fn alice_and_shop_with_subaccounts_max(max: usize, funds: i64) -> Fixture {
+    let mut fx = Fixture::with_options(wasmpay_ledger::LedgerOptions {
+        merchant_subaccounts_max: max,
+        ..Default::default()
+    });
+    fx.open_user("alice");
+    fx.open_merchant("shop");
+    fx.deposit("alice", eur(funds));
+    fx
+}
+
 /// alice pays shop 1.00 EUR, credited in equal parts to `subs`, shop's
 /// sub-accounts (opened on first credit, within the limit).
 fn split_payment(request: &str, subs: &[&str]) -> OpKind {
@@ -272,6 +273,11 @@ fn split_payment(request: &str, subs: &[&str]) -> OpKind {
             .merchant_credits
             .insert(SubAccount::new(*sub).unwrap(), eur(100 / subs.len() as i64));
     }
+    settled_payment(request, settlement)
+}
+
+/// alice pays shop 1.00 EUR, approved with `settlement` as it stands.
+fn settled_payment(request: &str, settlement: Settlement) -> OpKind {
     OpKind::Payment {
         payer: user("alice"),
         merchant: merchant("shop"),
@@ -289,13 +295,7 @@ fn split_payment(request: &str, subs: &[&str]) -> OpKind {
 
 #[test]
 fn merchant_sub_accounts_are_limited() {
-    let mut fx = Fixture::with_options(wasmpay_ledger::LedgerOptions {
-        merchant_subaccounts_max: 2,
-        ..Default::default()
-    });
-    fx.open_user("alice");
-    fx.open_merchant("shop");
-    fx.deposit("alice", eur(10_000));
+    let mut fx = alice_and_shop_with_subaccounts_max(2, 10_000);
     let pay_to = |fx: &mut Fixture, sub: &str, request: &str| {
         fx.as_user("alice", split_payment(request, &[sub]))
     };
@@ -434,13 +434,7 @@ fn a_refusal_after_writes_in_a_batch_is_undone_and_its_neighbours_stand() {
     // the first and is then refused at the second: the only kind of refusal
     // that comes after the operation wrote, so the batch has to run again
     // with savepoints. Refusals before any write (insufficient funds) do not.
-    let mut fx = Fixture::with_options(wasmpay_ledger::LedgerOptions {
-        merchant_subaccounts_max: 1,
-        ..Default::default()
-    });
-    fx.open_user("alice");
-    fx.open_merchant("shop");
-    fx.deposit("alice", eur(1_000));
+    let mut fx = alice_and_shop_with_subaccounts_max(1, 1_000);
     let ops = vec![
         fx.op(Principal::Admin, payment("alice", "shop", "a", eur(300), 0)),
         fx.op(Principal::Admin, split_payment("b", &["tips", "vat"])),
