@@ -141,14 +141,18 @@ enum EitherBroker {
 
 impl TestBroker {
     pub fn start() -> Self {
-        Self::start_named(std::env::var(TEST_BROKER_ENV).ok().as_deref())
+        Self::start_named(
+            std::env::var(TEST_BROKER_ENV)
+                .as_deref()
+                .unwrap_or("mosquitto"),
+        )
     }
 
-    /// Starts the broker `name`d as in `WASMPAY_TEST_BROKER` (`None`:
-    /// Mosquitto).
-    pub fn start_named(name: Option<&str>) -> Self {
+    /// Starts the broker `name`d as `WASMPAY_TEST_BROKER` (or the bench's
+    /// `--broker`) names it: `mosquitto` or `embedded`.
+    pub fn start_named(name: &str) -> Self {
         match name {
-            Some("embedded") => {
+            "embedded" => {
                 let config = wasmpay::Config::default();
                 let broker = EmbeddedBroker::start(([127, 0, 0, 1], 0).into(), &config.broker)
                     .expect("start the embedded broker");
@@ -159,14 +163,16 @@ impl TestBroker {
                     },
                 }
             }
-            Some("mosquitto") | None => {
+            "mosquitto" => {
                 let broker = Mosquitto::start();
                 Self {
                     port: broker.port,
                     _broker: EitherBroker::Mosquitto { _child: broker },
                 }
             }
-            Some(other) => panic!("broker {other}: expected embedded or mosquitto"),
+            other => panic!(
+                "broker `{other}` ({TEST_BROKER_ENV} or --broker): expected embedded or mosquitto"
+            ),
         }
     }
 

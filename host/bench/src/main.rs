@@ -347,10 +347,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             temp.path().to_owned()
         }
     };
-    let broker = wasmpay_tests::TestBroker::start_named(Some(match cli.broker {
+    let broker = wasmpay_tests::TestBroker::start_named(match cli.broker {
         BrokerArg::Mosquitto => "mosquitto",
         BrokerArg::Embedded => "embedded",
-    }));
+    });
     let mut bench = Bench::new(
         broker.address(),
         server_runtime.handle().clone(),

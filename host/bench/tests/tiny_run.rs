@@ -34,7 +34,7 @@ impl Tiny {
 
     /// On the broker `--broker` names: `mosquitto` or `embedded`.
     fn start_on(broker: &str) -> Self {
-        let broker = wasmpay_tests::TestBroker::start_named(Some(broker));
+        let broker = wasmpay_tests::TestBroker::start_named(broker);
         let data = tempfile::tempdir().expect("temp dir");
         let servers = runtime("server");
         let bench = Bench::new(
