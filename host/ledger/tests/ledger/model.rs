@@ -1,21 +1,28 @@
 //! Model-based property test: random batches of operations (with duplicate
-//! keys, conflicting retries, wrong principals, expiring holds) against a
-//! plain in-memory reference model. After every batch the ledger's results
+//! keys, conflicting retries, wrong principals, expiring holds, credits split
+//! across merchant sub-accounts up to their limit) against a plain in-memory
+//! reference model. After every batch the ledger's results
 //! and balances must equal the model's; at the end `verify` must be clean.
 
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use wasmpay_domain::{Code, Decline, PaymentId, SubAccount};
+use wasmpay_domain::{Code, Decline, MerchantId, Money, PaymentId, Settlement, SubAccount};
 use wasmpay_ledger::{
-    Fields, LedgerError, LedgerOptions, Op, OpKind, Overdraft, Owner, Principal, RefundDecided,
-    Synchronous,
+    Fields, LedgerError, LedgerOptions, Op, OpKind, Overdraft, Owner, PaymentDecided, Principal,
+    RefundDecided, Synchronous,
 };
 
 use crate::support::*;
 
 const USERS: [&str; 2] = ["alice", "bob"];
 const MERCHANTS: [&str; 2] = ["shop", "mall"];
+/// Sub-account names a payment may split its credit across. A split may name
+/// more than the limit, so that a payment can open new sub-accounts and then
+/// be refused at the next: a refusal after the batch has written, which the
+/// writer must undo (it reruns the batch with a savepoint per operation).
+const SUBS: [&str; 3] = ["a", "b", "c"];
+const SUBACCOUNTS_MAX: usize = 2;
 
 /// One generated step, in terms small enough to shrink well.
 #[derive(Debug, Clone)]
@@ -31,6 +38,8 @@ enum Step {
     },
     Payout {
         merchant: usize,
+        /// `None`: the main account; else an index into `SUBS`.
+        sub: Option<usize>,
         amount: i64,
     },
     Pay {
@@ -41,6 +50,9 @@ enum Step {
         fee: bool,
         declined: bool,
         hold_ttl: Option<i64>,
+        /// The merchant's credit split in equal parts between these
+        /// distinct entries of `SUBS`, instead of the main account.
+        split: Option<Vec<usize>>,
     },
     Capture {
         merchant: usize,
@@ -90,35 +102,49 @@ enum Batch {
 fn step() -> impl Strategy<Value = Step> {
     let amount = 1_i64..400;
     prop_oneof![
-        (0..2usize, any::<bool>(), any::<bool>()).prop_map(|(who, merchant, limit)| Step::Open {
+        1 => (0..2usize, any::<bool>(), any::<bool>()).prop_map(|(who, merchant, limit)| Step::Open {
             who,
             merchant,
             limit
         }),
-        (0..2usize, amount.clone()).prop_map(|(user, amount)| Step::Deposit { user, amount }),
-        (0..2usize, amount.clone())
-            .prop_map(|(merchant, amount)| Step::Payout { merchant, amount }),
-        (
+        1 => (0..2usize, amount.clone()).prop_map(|(user, amount)| Step::Deposit { user, amount }),
+        1 => (
+            0..2usize,
+            prop::option::weighted(0.3, 0..SUBS.len()),
+            amount.clone()
+        )
+            .prop_map(|(merchant, sub, amount)| Step::Payout {
+                merchant,
+                sub,
+                amount
+            }),
+        // Payments carry most of the interplay (holds, fees, splits).
+        3 => (
             0..2usize,
             0..2usize,
             0..4u8,
             amount.clone(),
             any::<bool>(),
             prop::bool::weighted(0.15),
-            prop::option::of(0_i64..4_000)
+            prop::option::of(0_i64..4_000),
+            prop::option::weighted(
+                0.5,
+                prop::sample::subsequence((0..SUBS.len()).collect::<Vec<_>>(), 1..=SUBS.len())
+            )
         )
             .prop_map(
-                |(payer, merchant, request, amount, fee, declined, hold_ttl)| Step::Pay {
+                |(payer, merchant, request, amount, fee, declined, hold_ttl, split)| Step::Pay {
                     payer,
                     merchant,
                     request,
                     amount,
                     fee,
                     declined,
-                    hold_ttl
+                    hold_ttl,
+                    split
                 }
             ),
-        (0..2usize, 0..2usize, 0..4u8, prop::option::of(1_i64..400)).prop_map(
+        1 => (0..2usize, 0..2usize, 0..4u8, prop::option::of(1_i64..400)).prop_map(
             |(merchant, payer, request, amount)| Step::Capture {
                 merchant,
                 payer,
@@ -126,12 +152,12 @@ fn step() -> impl Strategy<Value = Step> {
                 amount
             }
         ),
-        (0..2usize, 0..2usize, 0..4u8).prop_map(|(merchant, payer, request)| Step::Void {
+        1 => (0..2usize, 0..2usize, 0..4u8).prop_map(|(merchant, payer, request)| Step::Void {
             merchant,
             payer,
             request
         }),
-        (
+        1 => (
             0..2usize,
             0..2usize,
             0..4u8,
@@ -181,6 +207,32 @@ fn pid_of(payer: usize, request: u8) -> PaymentId {
     pid(USERS[payer], &format!("pay{request}"))
 }
 
+fn sub(index: usize) -> SubAccount {
+    SubAccount::new(SUBS[index]).unwrap()
+}
+
+/// Moves the merchant's credit in `settlement` from the main account to
+/// sub-accounts, in equal parts with the remainder on the last (zero credits
+/// left out, as the writer skips them).
+fn split_credit(settlement: &mut Settlement, subs: &[usize]) {
+    let credit = settlement.payer_total.minor() - settlement.platform_fee.minor();
+    let currency = settlement.payer_total.currency();
+    let parts = subs.len() as i64;
+    settlement.merchant_credits.clear();
+    for (i, &index) in subs.iter().enumerate() {
+        let part = if i + 1 == subs.len() {
+            credit - credit / parts * (parts - 1)
+        } else {
+            credit / parts
+        };
+        if part > 0 {
+            settlement
+                .merchant_credits
+                .insert(sub(index), Money::from_minor(part, currency));
+        }
+    }
+}
+
 fn owner_of(who: usize, merchant_side: bool) -> Owner {
     if merchant_side {
         Owner::merchant_main(&merchant(MERCHANTS[who]))
@@ -217,11 +269,12 @@ fn to_kind(step: &Step) -> (OpKind, Principal) {
         ),
         Step::Payout {
             merchant: m,
+            sub: account,
             amount,
         } => (
             OpKind::Payout {
                 merchant: merchant(MERCHANTS[m]),
-                account: SubAccount::main(),
+                account: account.map_or_else(SubAccount::main, sub),
                 amount: eur(amount),
             },
             Principal::Merchant(merchant(MERCHANTS[m])),
@@ -234,6 +287,7 @@ fn to_kind(step: &Step) -> (OpKind, Principal) {
             fee,
             declined: is_declined,
             hold_ttl,
+            split,
         } => {
             let request_name = format!("pay{request}");
             let bps = if fee { 150 } else { 0 };
@@ -249,6 +303,20 @@ fn to_kind(step: &Step) -> (OpKind, Principal) {
                     0,
                 ),
             };
+            if let (
+                Some(split),
+                OpKind::Payment {
+                    decision: PaymentDecided::Approved { settlement, .. },
+                    ..
+                }
+                | OpKind::Authorize {
+                    decision: PaymentDecided::Approved { settlement, .. },
+                    ..
+                },
+            ) = (split, &mut kind)
+            {
+                split_credit(settlement, &split);
+            }
             if is_declined {
                 match &mut kind {
                     OpKind::Payment { decision, .. } | OpKind::Authorize { decision, .. } => {
@@ -362,6 +430,8 @@ struct Payment {
     status: &'static str,
     authorized: i64,
     fee: i64,
+    /// The merchant's credits of a full capture (main or sub-accounts).
+    credits: Vec<(Owner, i64)>,
     captured: i64,
     refunded: i64,
     expires_at_ms: i64,
@@ -383,6 +453,39 @@ impl Model {
             Some(floor) if a.balance - a.held - amount < floor => Err("insufficient_funds"),
             _ => Ok(()),
         }
+    }
+
+    /// Refuses credits that would take `merchant` past its sub-account
+    /// limit, else opens the new sub-accounts.
+    fn open_subaccounts(
+        &mut self,
+        merchant: &MerchantId,
+        credits: &[(Owner, i64)],
+    ) -> Result<(), Refused> {
+        let is_sub_of_merchant = |owner: &Owner| matches!(owner, Owner::Merchant { merchant: m, account } if m == merchant && !account.is_main());
+        let existing = self
+            .accounts
+            .keys()
+            .filter(|owner| is_sub_of_merchant(owner))
+            .count();
+        let new: Vec<&Owner> = credits
+            .iter()
+            .map(|(owner, _)| owner)
+            .filter(|owner| is_sub_of_merchant(owner) && !self.accounts.contains_key(*owner))
+            .collect();
+        if existing + new.len() > SUBACCOUNTS_MAX {
+            return Err("subaccount_limit");
+        }
+        for owner in new {
+            self.accounts.insert(
+                owner.clone(),
+                Account {
+                    floor: Some(0),
+                    ..Default::default()
+                },
+            );
+        }
+        Ok(())
     }
 
     fn exists(&self, owner: &Owner) -> Result<(), Refused> {
@@ -462,10 +565,12 @@ impl Model {
                 self.post(&[(Owner::World, -amount.minor()), (owner, amount.minor())]);
             }
             OpKind::Payout {
-                merchant, amount, ..
+                merchant,
+                account,
+                amount,
             } => {
                 Self::allow(op, Principal::Merchant(merchant.clone()))?;
-                let owner = Owner::merchant_main(merchant);
+                let owner = Owner::merchant(merchant, account);
                 self.exists(&owner)?;
                 self.funds(&owner, amount.minor())?;
                 self.post(&[(owner, -amount.minor()), (Owner::World, amount.minor())]);
@@ -508,6 +613,14 @@ impl Model {
                 let total = amount.minor();
                 self.funds(&payer_owner, total)?;
                 let fee = settlement.platform_fee.minor();
+                let credits: Vec<(Owner, i64)> = settlement
+                    .merchant_credits
+                    .iter()
+                    .filter(|(_, credit)| !credit.is_zero())
+                    .map(|(sub, credit)| (Owner::merchant(merchant, sub), credit.minor()))
+                    .collect();
+                // Credit accounts are resolved at authorization too.
+                self.open_subaccounts(merchant, &credits)?;
                 self.payments.insert(
                     payment_key,
                     Payment {
@@ -520,6 +633,7 @@ impl Model {
                         },
                         authorized: total,
                         fee,
+                        credits: credits.clone(),
                         captured: if expires_at_ms.is_some() { 0 } else { total },
                         refunded: 0,
                         expires_at_ms: expires_at_ms.unwrap_or(i64::MAX),
@@ -535,11 +649,9 @@ impl Model {
                         });
                     }
                 } else {
-                    self.post(&[
-                        (payer_owner, -total),
-                        (main, total - fee),
-                        (Owner::Platform, fee),
-                    ]);
+                    let mut legs = vec![(payer_owner, -total), (Owner::Platform, fee)];
+                    legs.extend(credits);
+                    self.post(&legs);
                 }
             }
             OpKind::Capture {
@@ -567,12 +679,14 @@ impl Model {
                     i64::try_from(if r * 2 >= total { q + 1 } else { q }).unwrap()
                 };
                 self.accounts.get_mut(&p.payer).unwrap().held -= p.authorized;
-                let main = Owner::merchant_main(merchant);
-                self.post(&[
-                    (p.payer.clone(), -captured),
-                    (main, captured - fee),
-                    (Owner::Platform, fee),
-                ]);
+                let mut legs = vec![(p.payer.clone(), -captured), (Owner::Platform, fee)];
+                if captured == p.authorized {
+                    legs.extend(p.credits.iter().cloned());
+                } else {
+                    // A partial capture credits the main account alone.
+                    legs.push((Owner::merchant_main(merchant), captured - fee));
+                }
+                self.post(&legs);
                 let entry = self.payments.get_mut(&key).unwrap();
                 entry.status = "captured";
                 entry.captured = captured;
@@ -649,9 +763,12 @@ impl Model {
 
 fn check_balances(fx: &Fixture, model: &Model) -> Result<(), TestCaseError> {
     let mut owners: Vec<Owner> = vec![Owner::Platform, Owner::World];
-    for who in 0..2 {
+    for (who, name) in MERCHANTS.iter().enumerate() {
         owners.push(owner_of(who, false));
         owners.push(owner_of(who, true));
+        for index in 0..SUBS.len() {
+            owners.push(Owner::merchant(&merchant(name), &sub(index)));
+        }
     }
     for owner in owners {
         let found = fx.ledger.balance(&owner, cur("EUR"));
@@ -678,7 +795,11 @@ proptest! {
 
     #[test]
     fn the_ledger_agrees_with_a_reference_model_after_every_batch(batches in prop::collection::vec(batch(), 1..24)) {
-        let mut fx = Fixture::with_options(LedgerOptions { synchronous: Synchronous::Normal, ..Default::default() });
+        let mut fx = Fixture::with_options(LedgerOptions {
+            synchronous: Synchronous::Normal,
+            merchant_subaccounts_max: SUBACCOUNTS_MAX,
+            ..Default::default()
+        });
         let mut model = Model::default();
         // Most accounts exist from the start; `mall` has none until an
         // admin opens it.
