@@ -78,11 +78,15 @@ pub struct Limits {
     /// requires at least one slot per plugin worker. The default, 16, is on:
     /// in the end-to-end benchmark the per-call `munmap` of the on-demand
     /// scheme (with its TLB shootdowns across the daemon's threads) was a
-    /// third of each plugin call's CPU (`BENCHMARKS.md`). Each slot reserves
-    /// address space (about 4 GiB per memory, none of it committed). A free
-    /// slot stays warm for the plugin it last ran, so a daemon serving many
-    /// merchants keeps more of them warm with more slots (2,048 slots for
-    /// 1,000 merchants: 1.26x the throughput of 16).
+    /// third of each plugin call's CPU (`BENCHMARKS.md`). A free slot stays
+    /// warm for the plugin it last ran, so a daemon serving many merchants
+    /// keeps more of them warm with more slots: the default, 1,024, kept
+    /// 1,000 merchants at 0.92-0.96 of one merchant's throughput, against
+    /// 0.78-0.88 with 16. Each slot reserves about 190 MiB of address space
+    /// (4 memories of `memory_bytes_max` and their guards), none of it
+    /// committed; a warm slot keeps the pages its plugin touched resident
+    /// (up to 4 MiB with `Scan`), so the resident cost grows with the
+    /// merchants actually served, not with this number.
     pub pooling_slots: u32,
     /// How a pooled slot's memory goes back to the plugin's initial
     /// contents between calls (see [`MemoryReset`]). Not a limit: a choice
@@ -128,7 +132,7 @@ impl Default for Limits {
             config_entries_max: 64,
             config_bytes_max: 16 * KIB,
             activity_queries_max: 8,
-            pooling_slots: 16,
+            pooling_slots: 1024,
             memory_reset: MemoryReset::Auto,
         }
     }

@@ -688,6 +688,14 @@ fn engine_config(limits: &Limits, reset: MemoryReset) -> Config {
     config.wasm_multi_memory(false);
     if limits.pooling_slots > 0 {
         let slots = limits.pooling_slots;
+        // Each pooled memory reserves what a plugin may use
+        // (`memory_bytes_max`), not wasmtime's 4 GiB: guest code then checks
+        // its memory bounds itself (a compare per access: the plugin call's
+        // p50 went from 16 to 17-18 µs in the bench), and a slot's address
+        // space falls from about 16 GiB to about 190 MiB, so that the
+        // default of 1,024 slots reserves less than 16 did before
+        // (BENCHMARKS.md, "1,024 slots by default").
+        config.memory_reservation(limits.memory_bytes_max as u64);
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(slots)
             .total_core_instances(slots * host::CORE_INSTANCES_MAX as u32)

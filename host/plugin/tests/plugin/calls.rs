@@ -206,6 +206,53 @@ fn every_pooled_slot_stays_warm_for_the_plugin_it_last_ran() {
     assert_eq!(unpooled.warm_memories(), None);
 }
 
+/// The process's reserved address space (`VmSize`), in KiB.
+fn address_space_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmSize:"))
+        .unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_pooled_slot_reserves_what_a_plugin_may_use_not_4_gib_a_memory() {
+    // 4,096 slots of 4 memories: 64 TiB with wasmtime's 4 GiB reservation a
+    // memory, under 1 TiB with `memory_bytes_max` (16 MiB) and its guards.
+    // Other tests' runtimes, created meanwhile in this process, add a few
+    // hundred GiB at most: the bound leaves room for them.
+    let before = address_space_kib();
+    let runtime = Runtime::new(Limits {
+        pooling_slots: 4096,
+        ..Limits::default()
+    })
+    .unwrap();
+    let reserved_gib = address_space_kib().saturating_sub(before) >> 20;
+    assert!(
+        reserved_gib < 4 * 1024,
+        "4,096 slots reserved {reserved_gib} GiB"
+    );
+    // And the pool serves calls: bounds are checked in the guest's code now.
+    let compiled = runtime
+        .compile(&fixtures::answering(fixtures::APPROVE_FEE))
+        .unwrap();
+    let plugin = runtime
+        .load(
+            &compiled.artifact,
+            wasmpay_plugin::PluginMeta {
+                merchant: fixtures::merchant(),
+                version: 1,
+                sha256: compiled.sha256.clone(),
+                config: Default::default(),
+            },
+        )
+        .unwrap();
+    runtime
+        .decide_payment(&plugin, Arc::new(NoActivity), &payment())
+        .unwrap();
+}
+
 #[test]
 fn unbounded_recursion_ends_as_a_stack_overflow() {
     let body = "(drop (call $recurse (i32.const 0))) (i32.const 256)";
