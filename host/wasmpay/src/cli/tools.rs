@@ -141,8 +141,14 @@ pub fn plugin_run(args: PluginRunArgs) -> anyhow::Result<ExitCode> {
     let input =
         std::fs::read_to_string(&input).with_context(|| format!("reading {}", input.display()))?;
     let config: BTreeMap<String, String> = config.into_iter().collect();
-    let report =
-        wasmpay_plugin::runner::run(&wasm, &input, config, wasmpay_plugin::Limits::default())?;
+    // The daemon's limits and engine, with a pool of one slot: one call
+    // needs no more, and the daemon's 1,024 would reserve 194 GiB of address
+    // space for it.
+    let limits = wasmpay_plugin::Limits {
+        pooling_slots: 1,
+        ..wasmpay_plugin::Limits::default()
+    };
+    let report = wasmpay_plugin::runner::run(&wasm, &input, config, limits)?;
     print(&report, json)?;
     Ok(ExitCode::SUCCESS)
 }
