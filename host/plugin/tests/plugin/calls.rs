@@ -234,20 +234,7 @@ fn a_pooled_slot_reserves_what_a_plugin_may_use_not_4_gib_a_memory() {
         "4,096 slots reserved {reserved_gib} GiB"
     );
     // And the pool serves calls: bounds are checked in the guest's code now.
-    let compiled = runtime
-        .compile(&fixtures::answering(fixtures::APPROVE_FEE))
-        .unwrap();
-    let plugin = runtime
-        .load(
-            &compiled.artifact,
-            wasmpay_plugin::PluginMeta {
-                merchant: fixtures::merchant(),
-                version: 1,
-                sha256: compiled.sha256.clone(),
-                config: Default::default(),
-            },
-        )
-        .unwrap();
+    let plugin = fixtures::load(&runtime, &fixtures::answering(fixtures::APPROVE_FEE), 1);
     runtime
         .decide_payment(&plugin, Arc::new(NoActivity), &payment())
         .unwrap();
