@@ -80,8 +80,9 @@ pub const COPY_PASSES_MAX: u32 = 8;
 /// flushes the whole copy (some 16 MiB), and the writer goes on appending
 /// meanwhile: 200-700 pages at half the bench's peak, which the writer's
 /// tail copy then had to copy and sync, 3-4 ms at its median with messages
-/// queued behind it (BENCHMARKS.md, "The checkpointer's sync, repeated"). A second round copies those and syncs only them, and
-/// so on while each round leaves more than [`TAIL_PAGES_MAX`].
+/// queued behind it (BENCHMARKS.md, "The checkpointer's sync, repeated").
+/// A second round copies those and syncs only them, and so on while each
+/// round leaves more than [`TAIL_PAGES_MAX`].
 pub const SYNC_ROUNDS_MAX: u32 = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

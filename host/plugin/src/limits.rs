@@ -75,18 +75,19 @@ pub struct Limits {
     /// (memories, tables, instances) are reserved up front and reused from
     /// call to call; 0 maps and unmaps each call's memory instead. A call
     /// that finds every slot busy fails with `plugin_busy`, so the daemon
-    /// requires at least one slot per plugin worker. The default, 16, is on:
-    /// in the end-to-end benchmark the per-call `munmap` of the on-demand
-    /// scheme (with its TLB shootdowns across the daemon's threads) was a
-    /// third of each plugin call's CPU (`BENCHMARKS.md`). A free slot stays
-    /// warm for the plugin it last ran, so a daemon serving many merchants
-    /// keeps more of them warm with more slots: the default, 1,024, kept
-    /// 1,000 merchants at 0.81-0.96 of one merchant's throughput (median
-    /// 0.92), against 0.69-0.88 (median 0.80) with 16. Each slot reserves about 190 MiB of address space
-    /// (4 memories of `memory_bytes_max` and their guards), none of it
-    /// committed; a warm slot keeps the pages its plugin touched resident
-    /// (up to 4 MiB with `Scan`), so the resident cost grows with the
-    /// merchants actually served, not with this number.
+    /// requires at least one slot per plugin worker. Pooling is on by
+    /// default: in the end-to-end benchmark the per-call `munmap` of the
+    /// on-demand scheme (with its TLB shootdowns across the daemon's
+    /// threads) was a third of each plugin call's CPU (`BENCHMARKS.md`). A
+    /// free slot stays warm for the plugin it last ran, so a daemon serving
+    /// many merchants keeps more of them warm with more slots: the default,
+    /// 1,024, kept 1,000 merchants at 0.81-0.96 of one merchant's throughput
+    /// (median 0.92), against 0.69-0.88 (median 0.80) with 16. Each slot
+    /// reserves about 190 MiB of address space (4 memories of
+    /// `memory_bytes_max` and their guards), none of it committed; a warm
+    /// slot keeps the pages its plugin touched resident (up to 4 MiB with
+    /// `Scan`), so the resident cost grows with the merchants actually
+    /// served, not with this number.
     pub pooling_slots: u32,
     /// How a pooled slot's memory goes back to the plugin's initial
     /// contents between calls (see [`MemoryReset`]). Not a limit: a choice

@@ -592,7 +592,7 @@ impl Model {
                 ..
             } => {
                 Self::allow(op, Principal::User(payer.clone()))?;
-                let wasmpay_ledger::PaymentDecided::Approved { settlement, .. } = decision else {
+                let PaymentDecided::Approved { settlement, .. } = decision else {
                     return Err("payment_declined");
                 };
                 let expires_at_ms = match &op.kind {
