@@ -158,9 +158,12 @@ struct Cli {
     /// Where ledger files go (default: a temporary directory on /tmp).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Where the chart goes.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results/latency-vs-load.svg"))]
-    svg: PathBuf,
+    /// Where the chart goes (default: `wasmpay-bench/latency-vs-load.svg`
+    /// in the system's temporary directory, so that a trial run never
+    /// replaces the chart of record; a full run for BENCHMARKS.md passes
+    /// `--svg host/bench/results/latency-vs-load.svg`).
+    #[arg(long)]
+    svg: Option<PathBuf>,
     /// Worker threads of the server's tokio runtime (the daemon's default
     /// is one per core).
     #[arg(long, default_value_t = 2)]
@@ -384,12 +387,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             peak.round(),
             today()
         );
-        if let Some(parent) = cli.svg.parent() {
+        let svg = cli.svg.clone().unwrap_or_else(|| {
+            std::env::temp_dir()
+                .join("wasmpay-bench")
+                .join("latency-vs-load.svg")
+        });
+        if let Some(parent) = svg.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        std::fs::write(&cli.svg, chart::svg(&report.sweep, peak, &title))
-            .with_context(|| format!("write {}", cli.svg.display()))?;
-        println!("Chart: `{}`", cli.svg.display());
+        std::fs::write(&svg, chart::svg(&report.sweep, peak, &title))
+            .with_context(|| format!("write {}", svg.display()))?;
+        println!("Chart: `{}`", svg.display());
     }
     let incomplete: Vec<&str> = report
         .closed
