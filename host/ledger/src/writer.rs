@@ -24,6 +24,7 @@
 //! attempt's transaction is rolled back whole and the batch runs again with a
 //! savepoint per operation, as before; the outcomes are the same either way.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -257,8 +258,13 @@ impl Ledger {
     }
 
     /// Applies `ops` in order in one transaction (group commit) and returns
-    /// one result per op, in order. On `Err`, nothing was written.
-    pub fn apply_batch(&mut self, ops: Vec<Op>) -> Result<Vec<OpResult>, LedgerError> {
+    /// one result per op, in order. On `Err`, nothing was written. Takes
+    /// operations or references to them, so that a caller that keeps its
+    /// operations (the daemon, for the replies) need not copy them.
+    pub fn apply_batch<O: Borrow<Op>>(
+        &mut self,
+        ops: Vec<O>,
+    ) -> Result<Vec<OpResult>, LedgerError> {
         if ops.is_empty() {
             return Ok(Vec::new());
         }
@@ -283,14 +289,18 @@ impl Ledger {
 
     /// Runs `ops` in one transaction and commits it, or rolls it back and
     /// returns `None` if an operation asks for a rerun.
-    fn attempt(&mut self, ops: &[Op], undo: Undo) -> Result<Option<Vec<OpResult>>, LedgerError> {
+    fn attempt<O: Borrow<Op>>(
+        &mut self,
+        ops: &[O],
+        undo: Undo,
+    ) -> Result<Option<Vec<OpResult>>, LedgerError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut head = self.head;
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
-            match apply_one(&tx, &self.options, &mut head, op, undo)? {
+            match apply_one(&tx, &self.options, &mut head, op.borrow(), undo)? {
                 Step::Done(result) => results.push(result),
                 Step::Rerun => {
                     tx.rollback()?;

@@ -17,7 +17,8 @@
 //! - **Writer**: one thread owns the ledger connection and commits each batch
 //!   in one transaction ([`wasmpay_ledger`]), recording every outcome beside
 //!   its postings.
-//! - **Replier** publishes replies and notifications, then acks each message,
+//! - **Replier** encodes operations' replies and notifications (off the
+//!   writer thread), publishes them, then acks each message,
 //!   in arrival order and only after its commit. A crash anywhere before the
 //!   ack means the broker redelivers, and the stored outcome answers it.
 
@@ -43,7 +44,8 @@ pub(crate) enum Stage {
     Prepared,
     /// Handed to the writer in a batch (after waiting for the writer).
     Handed,
-    /// Its batch committed, its replies built.
+    /// Its batch committed; a read's reply built (an operation's is
+    /// encoded by the replier).
     Committed,
     /// Replies published and the message acked.
     Acked,

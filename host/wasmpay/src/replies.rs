@@ -18,9 +18,41 @@ use wasmpay_protocol::{
 use crate::handlers::Ready;
 use crate::mqtt::Outbound;
 
+/// What the ledger holds of the payment an applied operation concerns,
+/// when its reply needs it: only a capture, void or refund answers with it
+/// (its payer, what is left to refund). A payment's or an authorization's
+/// answer is all in its receipt and request, so reading the row back would
+/// be wasted on the busiest path. Read on the writer's own connection,
+/// right after the commit: its page cache is warm, where a read
+/// connection would start a transaction and reread pages after every
+/// commit.
+pub fn payment_for_reply(
+    ledger: &Ledger,
+    op: &Op,
+    result: &OpResult,
+) -> Option<wasmpay_ledger::PaymentInfo> {
+    let Some(Outcome::Applied(receipt)) = result.outcome() else {
+        return None;
+    };
+    if !matches!(
+        receipt.effect,
+        Effect::Captured { .. } | Effect::Voided { .. } | Effect::Refunded { .. }
+    ) {
+        return None;
+    }
+    let payment_id = op.kind.payment_id()?;
+    let merchant = merchant_of(op)?;
+    ledger.payment(&merchant, payment_id).ok().flatten()
+}
+
 /// The reply to an operation, and the merchant's notification when it
-/// concerns a payment.
-pub fn for_op(ledger: &Ledger, ready: &Ready, op: &Op, result: &OpResult) -> Vec<Outbound> {
+/// concerns a payment; `payment` is [`payment_for_reply`]'s.
+pub fn for_op(
+    ready: &Ready,
+    op: &Op,
+    result: &OpResult,
+    payment: Option<&wasmpay_ledger::PaymentInfo>,
+) -> Vec<Outbound> {
     let id = &ready.request.id;
     let outcome = match result {
         OpResult::Conflict { differing } => {
@@ -79,28 +111,8 @@ pub fn for_op(ledger: &Ledger, ready: &Ready, op: &Op, result: &OpResult) -> Vec
             }
         }
         Outcome::Applied(receipt) => {
-            // Only a capture, void or refund answers with what the ledger
-            // holds of the payment (its payer, what is left to refund); a
-            // payment's or an authorization's answer is all in its receipt
-            // and request, so reading the row back would be wasted on the
-            // busiest path.
-            let needs_payment = matches!(
-                receipt.effect,
-                Effect::Captured { .. } | Effect::Voided { .. } | Effect::Refunded { .. }
-            );
-            let payment = op
-                .kind
-                .payment_id()
-                .filter(|_| needs_payment)
-                .and_then(|payment_id| {
-                    let merchant = merchant_of(op)?;
-                    // The writer's own connection: its page cache is warm,
-                    // where a read connection would start a transaction and
-                    // reread pages after every commit.
-                    ledger.payment(&merchant, payment_id).ok().flatten()
-                });
-            let (payload, event) = applied(op, &receipt.effect, payment.as_ref());
-            out.push(ready.reply.send(encode_ok(id, &payload)));
+            let (payload, event) = applied(id, op, &receipt.effect, payment);
+            out.push(ready.reply.send(payload));
             if let Some((payer, event)) = event {
                 out.push(notify(ready, op, &payer, (receipt.at_ms, replayed), event));
             }
@@ -182,16 +194,15 @@ fn declined_payment(op: &Op, refusal: &Refusal) -> Option<PaymentResult> {
     })
 }
 
-/// The result payload of an applied operation and, for payment operations,
-/// the merchant's notification (with the payer it names).
+/// The reply payload of an applied operation and, for payment operations,
+/// the merchant's notification (with the payer it names). Each result is
+/// encoded straight from its type, with no `serde_json::Value` between.
 fn applied(
+    id: &RequestId,
     op: &Op,
     effect: &Effect,
     payment: Option<&wasmpay_ledger::PaymentInfo>,
-) -> (
-    serde_json::Value,
-    Option<(wasmpay_domain::UserId, NotificationEvent)>,
-) {
+) -> (Vec<u8>, Option<(wasmpay_domain::UserId, NotificationEvent)>) {
     let payer = || payment.map(|p| p.payer.clone());
     match (effect, &op.kind) {
         (
@@ -215,12 +226,15 @@ fn applied(
                 _ => Money::zero(*currency),
             };
             (
-                value(&OpenAccountResult {
-                    owner,
-                    currency: *currency,
-                    overdraft_limit: overdraft_limit.into(),
-                    balance: Money::zero(*currency).into(),
-                }),
+                encode_ok(
+                    id,
+                    &OpenAccountResult {
+                        owner,
+                        currency: *currency,
+                        overdraft_limit: overdraft_limit.into(),
+                        balance: Money::zero(*currency).into(),
+                    },
+                ),
                 None,
             )
         }
@@ -232,11 +246,14 @@ fn applied(
             },
             _,
         ) => (
-            value(&DepositResult {
-                user: user.clone(),
-                amount: (*amount).into(),
-                balance: balance.available.into(),
-            }),
+            encode_ok(
+                id,
+                &DepositResult {
+                    user: user.clone(),
+                    amount: (*amount).into(),
+                    balance: balance.available.into(),
+                },
+            ),
             None,
         ),
         (
@@ -248,11 +265,14 @@ fn applied(
             },
             _,
         ) => (
-            value(&PayoutResult {
-                account: account.clone(),
-                amount: (*amount).into(),
-                balance: balance.available.into(),
-            }),
+            encode_ok(
+                id,
+                &PayoutResult {
+                    account: account.clone(),
+                    amount: (*amount).into(),
+                    balance: balance.available.into(),
+                },
+            ),
             None,
         ),
         (
@@ -289,7 +309,7 @@ fn applied(
                 memo: memo.clone(),
                 metadata: metadata.clone(),
             };
-            (value(&payment), Some((payer.clone(), event)))
+            (encode_ok(id, &payment), Some((payer.clone(), event)))
         }
         (
             Effect::Authorized {
@@ -326,7 +346,7 @@ fn applied(
                 memo: memo.clone(),
                 metadata: metadata.clone(),
             };
-            (value(&payment), Some((payer.clone(), event)))
+            (encode_ok(id, &payment), Some((payer.clone(), event)))
         }
         (
             Effect::Captured {
@@ -345,7 +365,7 @@ fn applied(
             };
             let _ = payer_balance;
             (
-                value(&capture),
+                encode_ok(id, &capture),
                 payer().map(|p| (p, NotificationEvent::Capture { capture })),
             )
         }
@@ -362,7 +382,7 @@ fn applied(
                 released: (*released).into(),
             };
             (
-                value(&void),
+                encode_ok(id, &void),
                 payer().map(|p| (p, NotificationEvent::Void { void })),
             )
         }
@@ -390,18 +410,13 @@ fn applied(
                 plugin: plugin.clone(),
             };
             (
-                value(&refund),
+                encode_ok(id, &refund),
                 payer().map(|p| (p, NotificationEvent::Refund { refund })),
             )
         }
         // An effect that does not match its operation is a ledger bug.
         (effect, kind) => unreachable!("effect {effect:?} for {}", kind.name()),
     }
-}
-
-fn value<T: serde::Serialize>(v: &T) -> serde_json::Value {
-    // Result structs hold strings, numbers and string-keyed maps only.
-    serde_json::to_value(v).unwrap_or_default()
 }
 
 /// The principal's accounts, one line per currency and sub-account.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc};
 use wasmpay_domain::MerchantId;
-use wasmpay_ledger::{Checkpoint, Ledger, LedgerOptions, OpResult, Reader, Synchronous};
+use wasmpay_ledger::{Checkpoint, Ledger, LedgerOptions, Op, OpResult, Reader, Synchronous};
 use wasmpay_plugin::{Compiled, LoadedPlugin, PluginMeta};
 use wasmpay_protocol::{Command, Principal, encode_error, encode_ok};
 
@@ -22,7 +22,52 @@ use crate::replies;
 /// A message (none for the daemon's own timers) and its prepared work.
 pub type Item = (Option<Inbound>, Prepared);
 /// A message and everything to publish before acking it.
-pub type Done = (Option<Inbound>, Vec<Outbound>);
+pub type Done = (Option<Inbound>, Replies);
+
+/// What to publish for one message, in order. An operation's reply and
+/// notification are encoded where they are published, by whoever iterates
+/// over this (the replier), rather than on the writer thread: every message
+/// waits for the writer, and encoding was a tenth of its time
+/// (BENCHMARKS.md, "Replies encoded off the writer thread"). Only the ledger
+/// read that some replies need is done on the writer.
+#[derive(Debug)]
+pub enum Replies {
+    /// Built already: a read's or a registry change's reply, an answer from
+    /// the prepare stage, or nothing.
+    Built(Vec<Outbound>),
+    /// A decided operation, encoded when iterated.
+    Decided(Box<Decided>),
+}
+
+/// A ledger operation's outcome, with what its reply needs.
+#[derive(Debug)]
+pub struct Decided {
+    ready: Box<Ready>,
+    result: OpResult,
+    payment: Option<wasmpay_ledger::PaymentInfo>,
+}
+
+impl IntoIterator for Replies {
+    type Item = Outbound;
+    type IntoIter = std::vec::IntoIter<Outbound>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        match self {
+            Self::Built(out) => out,
+            Self::Decided(decided) => match &decided.ready.work {
+                Work::Apply(op) => replies::for_op(
+                    &decided.ready,
+                    op,
+                    &decided.result,
+                    decided.payment.as_ref(),
+                ),
+                // Only `Work::Apply` is ever decided.
+                Work::Read | Work::Upload(_) => Vec::new(),
+            },
+        }
+        .into_iter()
+    }
+}
 
 /// Owns the ledger's write connection.
 #[derive(Debug)]
@@ -133,11 +178,11 @@ impl Writer {
     }
 
     fn apply(&mut self, batch: Vec<Item>) -> anyhow::Result<Vec<Done>> {
-        let ops: Vec<_> = batch
+        let ops: Vec<&Op> = batch
             .iter()
             .filter_map(|(_, prepared)| match prepared {
                 Prepared::Ready(ready) => match &ready.work {
-                    Work::Apply(op) => Some((**op).clone()),
+                    Work::Apply(op) => Some(&**op),
                     _ => None,
                 },
                 _ => None,
@@ -166,7 +211,7 @@ impl Writer {
         let mut answered = Vec::with_capacity(batch.len());
         for (message, prepared) in batch {
             let out = match prepared {
-                Prepared::Answer(out) => out,
+                Prepared::Answer(out) => Replies::Built(out),
                 Prepared::SweepHolds { now_ms } => {
                     match self.ledger.release_expired_holds(now_ms) {
                         Ok(released) if !released.is_empty() => {
@@ -188,7 +233,7 @@ impl Writer {
                             }
                         }
                     }
-                    Vec::new()
+                    Replies::Built(Vec::new())
                 }
                 Prepared::Ready(ready) => {
                     let _in = ready.span.enter();
@@ -201,10 +246,18 @@ impl Writer {
                             self.shared
                                 .metrics
                                 .message(ready.request.command.name(), outcome_label(&result));
-                            replies::for_op(&self.ledger, &ready, op, &result)
+                            let payment = replies::payment_for_reply(&self.ledger, op, &result);
+                            drop(_in);
+                            Replies::Decided(Box::new(Decided {
+                                ready,
+                                result,
+                                payment,
+                            }))
                         }
-                        Work::Read => vec![self.read(&ready)],
-                        Work::Upload(compiled) => vec![self.upload(&ready, compiled)],
+                        Work::Read => Replies::Built(vec![self.read(&ready)]),
+                        Work::Upload(compiled) => {
+                            Replies::Built(vec![self.upload(&ready, compiled)])
+                        }
                     }
                 }
             };
