@@ -86,9 +86,10 @@ pub struct LoadedPlugin {
     plugin: PluginRef,
     /// Shared with every call's store, so a call costs no copy of it.
     config: Arc<BTreeMap<String, String>>,
-    /// Imports resolved and exports located once per version; each call
-    /// only instantiates.
-    pre: MerchantRulesPre<CallState>,
+    /// Imports resolved and exports located once per component, shared by
+    /// every loaded version with the same code (see [`Runtime::load`]);
+    /// each call only instantiates.
+    pre: Arc<MerchantRulesPre<CallState>>,
 }
 
 impl LoadedPlugin {
@@ -100,6 +101,12 @@ impl LoadedPlugin {
     /// The version and hash recorded with every decision it makes.
     pub fn plugin_ref(&self) -> &PluginRef {
         &self.plugin
+    }
+
+    /// Whether the two run one loaded copy of the same code (see
+    /// [`Runtime::load`]).
+    pub fn shares_code_with(&self, other: &LoadedPlugin) -> bool {
+        Arc::ptr_eq(&self.pre, &other.pre)
     }
 }
 
@@ -174,7 +181,40 @@ pub struct Runtime {
     memory_reset: MemoryReset,
     /// Epoch ticks per call before the deadline traps.
     deadline_ticks: u64,
+    /// The code every loaded plugin runs, by component SHA-256: many
+    /// merchants running one component with their own configuration share
+    /// one copy of its native code and memory image (see [`Runtime::load`]).
+    shared_code: std::sync::Mutex<SharedCode>,
     _ticker: EpochTicker,
+}
+
+/// Loaded components by SHA-256, held weakly: a component no loaded plugin
+/// uses any more is freed, and its entry swept at a later load.
+#[derive(Default)]
+struct SharedCode {
+    by_sha256: std::collections::HashMap<String, std::sync::Weak<MerchantRulesPre<CallState>>>,
+    /// Entries at which the next sweep of dead entries runs.
+    sweep_at: usize,
+}
+
+impl SharedCode {
+    /// Entries before the first sweep; after each, twice the live count.
+    const SWEEP_AT_MIN: usize = 64;
+
+    fn get(&self, sha256: &str) -> Option<Arc<MerchantRulesPre<CallState>>> {
+        self.by_sha256
+            .get(sha256)
+            .and_then(std::sync::Weak::upgrade)
+    }
+
+    fn insert(&mut self, sha256: &str, pre: &Arc<MerchantRulesPre<CallState>>) {
+        self.by_sha256
+            .insert(sha256.to_owned(), Arc::downgrade(pre));
+        if self.by_sha256.len() >= self.sweep_at {
+            self.by_sha256.retain(|_, pre| pre.strong_count() > 0);
+            self.sweep_at = (2 * self.by_sha256.len()).max(Self::SWEEP_AT_MIN);
+        }
+    }
 }
 
 impl std::fmt::Debug for Runtime {
@@ -217,6 +257,7 @@ impl Runtime {
             engine_hash,
             memory_reset,
             deadline_ticks,
+            shared_code: std::sync::Mutex::default(),
             _ticker: ticker,
         })
     }
@@ -272,12 +313,63 @@ impl Runtime {
 
     /// Loads an artifact made by [`Runtime::compile`] on an engine with the
     /// same [`Runtime::engine_hash`].
+    ///
+    /// Plugins whose component has the same SHA-256 (`meta.sha256`) share
+    /// its code: when one is loaded already, `artifact` is not read again,
+    /// and the new plugin differs only in its merchant, version and
+    /// configuration. Merchants who run one set of rules with their own
+    /// settings then cost one copy of its native code and memory image, not
+    /// one each, and a pooled slot that last ran it is warm for all of them.
+    /// Calls stay as isolated as before: each gets a fresh instance, whose
+    /// memory starts from the component's initial image whichever merchant
+    /// used the slot last.
     pub fn load(
         &self,
         artifact: &[u8],
         meta: PluginMeta,
     ) -> Result<Arc<LoadedPlugin>, UploadError> {
         self.check_config(&meta.config)?;
+        let shared = self
+            .shared_code
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&meta.sha256);
+        let pre = match shared {
+            Some(pre) => pre,
+            None => {
+                let pre = Arc::new(self.load_code(artifact)?);
+                self.shared_code
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(&meta.sha256, &pre);
+                pre
+            }
+        };
+        Ok(Arc::new(LoadedPlugin {
+            merchant: meta.merchant,
+            plugin: PluginRef {
+                version: meta.version,
+                sha256: meta.sha256,
+            },
+            config: Arc::new(meta.config),
+            pre,
+        }))
+    }
+
+    /// Components loaded and still used by a plugin: one per distinct
+    /// SHA-256, however many merchants run it.
+    pub fn components_loaded(&self) -> usize {
+        self.shared_code
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .by_sha256
+            .values()
+            .filter(|pre| pre.strong_count() > 0)
+            .count()
+    }
+
+    /// An artifact's code, deserialized, checked and linked.
+    fn load_code(&self, artifact: &[u8]) -> Result<MerchantRulesPre<CallState>, UploadError> {
         #[allow(unsafe_code)]
         // SAFETY: `Component::deserialize` trusts its bytes to be native code
         // this wasmtime produced. The registry only stores artifacts that
@@ -294,15 +386,7 @@ impl Runtime {
         component
             .initialize_copy_on_write_image()
             .map_err(|e| UploadError::ArtifactInvalid(format!("memory image: {e:#}")))?;
-        Ok(Arc::new(LoadedPlugin {
-            merchant: meta.merchant,
-            plugin: PluginRef {
-                version: meta.version,
-                sha256: meta.sha256,
-            },
-            config: Arc::new(meta.config),
-            pre,
-        }))
+        Ok(pre)
     }
 
     /// Asks `plugin` to price and decide a payment.

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use wasmpay_domain::{
-    Currency, Decision, LineKind, Money, PlatformFee, QuoteError, QuoteLimits, RefundDecision,
-    SubAccount, UserId,
+    Currency, Decision, LineKind, MerchantId, Money, PlatformFee, QuoteError, QuoteLimits,
+    RefundDecision, SubAccount, UserId,
 };
 use wasmpay_plugin::{
     Called, HostQueries, Limits, NoActivity, PaymentInput, PluginError, PluginMeta, RefundInput,
@@ -22,6 +22,16 @@ fn load(
     wasm: &[u8],
     config: &[(&str, &str)],
 ) -> Arc<wasmpay_plugin::LoadedPlugin> {
+    load_for(runtime, merchant(), wasm, config)
+}
+
+/// [`load`] as `merchant`'s plugin.
+fn load_for(
+    runtime: &Runtime,
+    merchant: MerchantId,
+    wasm: &[u8],
+    config: &[(&str, &str)],
+) -> Arc<wasmpay_plugin::LoadedPlugin> {
     let compiled = runtime.compile(wasm).expect("the artifact compiles");
     let config: BTreeMap<String, String> = config
         .iter()
@@ -31,7 +41,7 @@ fn load(
         .load(
             &compiled.artifact,
             PluginMeta {
-                merchant: merchant(),
+                merchant,
                 version: 1,
                 sha256: compiled.sha256,
                 config,
@@ -294,6 +304,66 @@ fn tiered_routes_tax_and_split_to_sub_accounts() {
     assert_eq!(credit("tax"), eur(1_452));
     assert_eq!(credit("partner"), eur(1_760));
     assert_eq!(credit("main"), eur(19_052 - 1_452 - 1_760));
+}
+
+#[test]
+fn merchants_running_one_component_share_its_code_and_keep_their_own_configuration() {
+    // One slot: every call runs in the slot the other merchant's call left.
+    let runtime = Runtime::new(Limits {
+        pooling_slots: 1,
+        ..Limits::default()
+    })
+    .unwrap();
+    let shop = |name: &str| MerchantId::new(name).unwrap();
+    let low = load_for(
+        &runtime,
+        shop("shop-1"),
+        artifacts::FEE,
+        &[("fee_bps", "100")],
+    );
+    let high = load_for(
+        &runtime,
+        shop("shop-2"),
+        artifacts::FEE,
+        &[("fee_bps", "300")],
+    );
+    assert!(low.shares_code_with(&high), "one copy of the fee code");
+    assert_eq!(runtime.components_loaded(), 1);
+    for round in 0..3 {
+        for (plugin, fee) in [(&low, 100), (&high, 300)] {
+            let request = PaymentInput {
+                merchant: plugin.merchant().clone(),
+                ..pay(10_000)
+            };
+            let called = runtime
+                .decide_payment(plugin, Arc::new(NoActivity), &request)
+                .unwrap();
+            let Decision::Approve { quote } = &called.value else {
+                panic!("round {round}: {:?}", called.value);
+            };
+            let settlement = quote
+                .settle(
+                    request.amount,
+                    PlatformFee::default(),
+                    QuoteLimits::default(),
+                )
+                .unwrap();
+            assert_eq!(
+                settlement.payer_total.minor(),
+                10_000 + fee,
+                "round {round}, {}: its own configuration",
+                plugin.merchant()
+            );
+            assert_eq!(called.plugin, *plugin.plugin_ref());
+        }
+    }
+    let other = load_for(&runtime, shop("shop-3"), artifacts::GUARD, GUARD_CONFIG);
+    assert!(!other.shares_code_with(&low), "other code is loaded apart");
+    assert_eq!(runtime.components_loaded(), 2);
+    drop((low, high));
+    assert_eq!(runtime.components_loaded(), 1, "unused code is freed");
+    drop(other);
+    assert_eq!(runtime.components_loaded(), 0);
 }
 
 #[test]

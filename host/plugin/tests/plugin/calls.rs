@@ -165,12 +165,12 @@ fn a_memory_bomb_ends_at_the_memory_limit_under_either_allocator() {
 
 #[test]
 fn every_pooled_slot_stays_warm_for_the_plugin_it_last_ran() {
-    // More plugins than wasmtime's default of 100 warm slots, each called
-    // once: each call's slot then stays warm for its plugin (each load is a
-    // module of its own), so that with enough slots for every merchant no
-    // call maps another plugin's image into its slot. wasmtime splits the
-    // pool into a shard per core (at most 16), and a thread warms only its
-    // own: 480 slots hold 1 920 memories, 120 a shard even on 16 cores.
+    // More plugins than wasmtime's default of 100 warm slots, each of its
+    // own code and called once: each call's slot then stays warm for its
+    // plugin, so that with enough slots for every merchant no call maps
+    // another plugin's image into its slot. wasmtime splits the pool into a
+    // shard per core (at most 16), and a thread warms only its own: 480
+    // slots hold 1 920 memories, 120 a shard even on 16 cores.
     let plugins = 120;
     let runtime = Runtime::new(Limits {
         pooling_slots: 480,
@@ -178,25 +178,21 @@ fn every_pooled_slot_stays_warm_for_the_plugin_it_last_ran() {
     })
     .unwrap();
     assert_eq!(runtime.warm_memories(), Some(0));
-    let compiled = runtime
-        .compile(&fixtures::answering(fixtures::APPROVE_FEE))
-        .unwrap();
+    let mut loaded = Vec::new();
     for version in 1..=plugins {
-        let plugin = runtime
-            .load(
-                &compiled.artifact,
-                wasmpay_plugin::PluginMeta {
-                    merchant: fixtures::merchant(),
-                    version,
-                    sha256: compiled.sha256.clone(),
-                    config: Default::default(),
-                },
-            )
-            .unwrap();
+        // Distinct code: plugins of one component share its memory image,
+        // and so their warm slots.
+        let body = format!(
+            "(drop (i32.const {version})) (i32.const {})",
+            fixtures::APPROVE_FEE
+        );
+        let plugin = fixtures::load(&runtime, &fixtures::rules(&body), version);
         runtime
             .decide_payment(&plugin, Arc::new(NoActivity), &payment())
             .unwrap();
+        loaded.push(plugin);
     }
+    assert_eq!(runtime.components_loaded(), loaded.len());
     assert_eq!(runtime.warm_memories(), Some(plugins));
     let unpooled = Runtime::new(Limits {
         pooling_slots: 0,
@@ -497,6 +493,52 @@ fn no_call_sees_what_the_one_before_it_left_in_memory_under_either_reset() {
             assert!(
                 matches!(called.value, Decision::Approve { .. }),
                 "{memory_reset:?} with {pooling_slots} slots, call {n}: saw an earlier call's memory: {:?}",
+                called.value
+            );
+        }
+    }
+}
+
+#[test]
+fn no_call_sees_what_another_merchant_running_the_same_code_left_in_memory() {
+    // One slot, so that each call reuses the memory the other merchant's
+    // call left, warm, because the two share the component's image.
+    let runtime = Runtime::new(Limits {
+        pooling_slots: 1,
+        ..Limits::default()
+    })
+    .unwrap();
+    let compiled = runtime.compile(&fixtures::rules(MARKS_MEMORY)).unwrap();
+    let plugins: Vec<_> = ["shop-1", "shop-2"]
+        .into_iter()
+        .map(|name| {
+            runtime
+                .load(
+                    &compiled.artifact,
+                    wasmpay_plugin::PluginMeta {
+                        merchant: wasmpay_domain::MerchantId::new(name).unwrap(),
+                        version: 1,
+                        sha256: compiled.sha256.clone(),
+                        config: Default::default(),
+                    },
+                )
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(runtime.components_loaded(), 1);
+    for n in 0..10 {
+        for plugin in &plugins {
+            let request = wasmpay_plugin::PaymentInput {
+                merchant: plugin.merchant().clone(),
+                ..payment()
+            };
+            let called = runtime
+                .decide_payment(plugin, Arc::new(NoActivity), &request)
+                .unwrap();
+            assert!(
+                matches!(called.value, Decision::Approve { .. }),
+                "call {n} for {}: saw an earlier call's memory: {:?}",
+                plugin.merchant(),
                 called.value
             );
         }
