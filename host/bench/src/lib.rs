@@ -351,16 +351,35 @@ impl Bench {
     }
 }
 
+/// Whose code the merchants' plugins run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// Every merchant runs the `fee` component with its own configuration:
+    /// one upload shared by all, which the daemon loads once.
+    Shared,
+    /// Every merchant's component has bytes of its own (the `fee`
+    /// component with a custom section naming the merchant), so the daemon
+    /// loads each apart: as if each had written its own rules.
+    Distinct,
+}
+
 /// Writes `merchants` merchants' plugin versions straight into a new ledger
 /// at `db`, as the daemon's upload path would (the component, its
 /// precompiled artifact for this engine, the merchant's version with its own
 /// configuration, activated), compiling the `fee` component once instead of
 /// a thousand times. The daemon then loads them at start like any restart.
+///
+/// With [`Code::Distinct`], each merchant's component differs only in a
+/// custom section, which compiles to the same native code: its artifact is
+/// stored under its own hash from that one compile, and the daemon loads
+/// each as it would a different component.
 pub fn seed_plugins(
     db: &std::path::Path,
     limits: wasmpay_plugin::Limits,
     merchants: u64,
+    code: Code,
 ) -> anyhow::Result<()> {
+    use sha2::Digest as _;
     use wasmpay_domain::MerchantId;
     let runtime = wasmpay_plugin::Runtime::new(limits)?;
     let compiled = runtime.compile(wasmpay_plugin_artifacts::FEE)?;
@@ -370,18 +389,40 @@ pub fn seed_plugins(
         ..wasmpay_ledger::LedgerOptions::default()
     };
     let mut ledger = wasmpay_ledger::Ledger::open(db, options)?;
-    ledger.plugin_store_artifact(&compiled.sha256, &runtime.engine_hash(), &compiled.artifact)?;
+    let engine = runtime.engine_hash();
+    ledger.plugin_store_artifact(&compiled.sha256, &engine, &compiled.artifact)?;
     let at_ms = wasmpay::handlers::now_ms();
     for j in 0..merchants {
         let merchant = MerchantId::new(world::merchant(j))?;
-        let info = ledger.plugin_store(
-            &merchant,
-            wasmpay_plugin_artifacts::FEE,
-            &compiled.sha256,
-            &world::fee_config(j),
-            at_ms,
-        )?;
+        let (wasm, sha256) = match code {
+            Code::Shared => (
+                wasmpay_plugin_artifacts::FEE.to_vec(),
+                compiled.sha256.clone(),
+            ),
+            Code::Distinct => {
+                let wasm = with_custom_section(wasmpay_plugin_artifacts::FEE, merchant.as_str());
+                let sha256 = hex::encode(sha2::Sha256::digest(&wasm));
+                ledger.plugin_store_artifact(&sha256, &engine, &compiled.artifact)?;
+                (wasm, sha256)
+            }
+        };
+        let info = ledger.plugin_store(&merchant, &wasm, &sha256, &world::fee_config(j), at_ms)?;
         ledger.plugin_activate(&merchant, info.version, at_ms)?;
     }
     Ok(())
+}
+
+/// `wasm` with a custom section `wasmpay-bench` holding `text` appended: a
+/// component (or module) may end with custom sections, which change its
+/// bytes and not its meaning.
+fn with_custom_section(wasm: &[u8], text: &str) -> Vec<u8> {
+    use wasm_encoder::{Encode as _, Section as _};
+    let section = wasm_encoder::CustomSection {
+        name: "wasmpay-bench".into(),
+        data: text.as_bytes().into(),
+    };
+    let mut out = wasm.to_vec();
+    out.push(section.id());
+    section.encode(&mut out);
+    out
 }

@@ -21,8 +21,10 @@
 //! - `proposals`: the bench's copy of the daemon's pipeline as is (to check
 //!   it), and with the daemon's loop before `cbf28a1` (what batching while
 //!   the writer is busy bought);
-//! - `scale`: 1 versus 1,000 merchants with their own plugin version, start
-//!   and restart to first reply, and resident memory;
+//! - `scale`: 1 versus 1,000 merchants with their own plugin version (all
+//!   of one component with their own configuration, then each of a
+//!   component of its own), start and restart to first reply, and resident
+//!   memory;
 //! - `neighbour`: hostile merchants' plugins beside the good ones, with the
 //!   default quarantine and with none (issue 6).
 //!
@@ -45,7 +47,7 @@ use wasmpay_bench::load::{Outcome, Pacing};
 use wasmpay_bench::neighbour;
 use wasmpay_bench::server::Variant;
 use wasmpay_bench::timings::Timings;
-use wasmpay_bench::{Bench, fmt_ms, ms, seed_plugins, vm_rss_kib, world};
+use wasmpay_bench::{Bench, Code, fmt_ms, ms, seed_plugins, vm_rss_kib, world};
 use wasmpay_ledger::page_cache::{self, PageCache};
 
 /// Stages `--only` can pick.
@@ -290,6 +292,7 @@ struct Report {
 #[derive(Debug)]
 struct ScaleRun {
     merchants: u64,
+    code: Code,
     outcome: Outcome,
     start_to_first_reply: Duration,
     rss_before_kib: u64,
@@ -574,10 +577,16 @@ async fn measure(
 
     if wanted.contains("scale") && cli.scale_merchants > 0 {
         let payments = cli.scale_payments.unwrap_or(cli.payments / 2).max(100);
-        for merchants in [1, cli.scale_merchants] {
+        // One merchant; then many running one component, each with its own
+        // version and configuration; then many with code of their own.
+        for (merchants, code) in [
+            (1, Code::Shared),
+            (cli.scale_merchants, Code::Shared),
+            (cli.scale_merchants, Code::Distinct),
+        ] {
             report
                 .scale
-                .push(scale_run(bench, users, merchants, payments).await?);
+                .push(scale_run(bench, users, merchants, code, payments).await?);
         }
     }
     Ok(report)
@@ -691,11 +700,12 @@ async fn scale_run(
     bench: &Bench,
     users: u64,
     merchants: u64,
+    code: Code,
     payments: u64,
 ) -> anyhow::Result<ScaleRun> {
     let tag = bench.fresh_tag(&format!("scale{merchants}-"));
     let config = bench.config(&tag)?;
-    seed_plugins(&config.ledger.path, config.plugins, merchants)?;
+    seed_plugins(&config.ledger.path, config.plugins, merchants, code)?;
     let rss_before_kib = vm_rss_kib().unwrap_or(0);
     let (server, start_to_first_reply) = bench
         .start(Variant::Wasmpay, config.clone(), merchants)
@@ -726,6 +736,7 @@ async fn scale_run(
     server.stop().await?;
     Ok(ScaleRun {
         merchants,
+        code,
         outcome,
         start_to_first_reply,
         rss_before_kib,
@@ -1004,14 +1015,19 @@ fn print_report(
     }
     if !report.scale.is_empty() {
         println!(
-            "| merchants (own plugin version each) | payments/s | p50 | p99 | start to first reply | restart to first reply | VmRSS before start | serving | after restart |"
+            "| merchants (own plugin version each) | code | payments/s | p50 | p99 | start to first reply | restart to first reply | VmRSS before start | serving | after restart |"
         );
-        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         for s in &report.scale {
             let (restart, rss_restart) = s.restart.unwrap_or_default();
             println!(
-                "| {} | {:.0}{} | {} | {} | {} | {} | {} MiB | {} MiB | {} MiB |",
+                "| {} | {} | {:.0}{} | {} | {} | {} | {} | {} MiB | {} MiB | {} MiB |",
                 s.merchants,
+                match (s.merchants, s.code) {
+                    (1, _) => "its own",
+                    (_, Code::Shared) => "one component, own configuration",
+                    (_, Code::Distinct) => "a component each",
+                },
                 s.outcome.throughput(),
                 if s.outcome.complete() {
                     ""

@@ -109,7 +109,13 @@ fn an_open_loop_run_answers_every_payment_and_a_seeded_daemon_restarts() {
     let (bench, clients) = (&tiny.bench, &tiny.clients);
     clients.block_on(async {
         let config = bench.config("seeded").expect("config");
-        wasmpay_bench::seed_plugins(&config.ledger.path, config.plugins, 3).expect("seed");
+        wasmpay_bench::seed_plugins(
+            &config.ledger.path,
+            config.plugins,
+            3,
+            wasmpay_bench::Code::Distinct,
+        )
+        .expect("seed");
         let (server, _) = bench
             .start(Variant::Wasmpay, config.clone(), 3)
             .await

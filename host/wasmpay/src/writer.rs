@@ -123,7 +123,9 @@ impl Writer {
                 }
             }
         }
-        tracing::info!(plugins = writer_loaded, "plugins loaded");
+        let components = shared.runtime.components_loaded();
+        tracing::info!(plugins = writer_loaded, components, "plugins loaded");
+        warn_if_mappings_short(shared.runtime.mappings_estimate(components));
         Ok(Self {
             ledger,
             reader,
@@ -457,6 +459,28 @@ fn load_version(
             config,
         },
     )?)
+}
+
+/// Warns when the plugins loaded and the pooled slots may need more memory
+/// mappings than the kernel allows a process (`vm.max_map_count`): past it,
+/// mapping a plugin's memory fails, and so may a thread's stack, which
+/// aborts the process.
+fn warn_if_mappings_short(estimate: usize) {
+    let Some(allowed) = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|text| text.trim().parse::<usize>().ok())
+    else {
+        return;
+    };
+    // The daemon's own mappings (libraries, threads, the ledger) besides.
+    const OWN_MAPPINGS: usize = 1_000;
+    if estimate.saturating_add(OWN_MAPPINGS) > allowed {
+        tracing::warn!(
+            estimate,
+            max_map_count = allowed,
+            "the plugin pool and the loaded plugins may need more memory mappings than vm.max_map_count allows; raise it (sysctl vm.max_map_count) or lower plugins.pooling_slots"
+        );
+    }
 }
 
 fn outcome_label(result: &OpResult) -> &'static str {
