@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use wasmpay_domain::{
-    Currency, Decision, LineKind, MerchantId, Money, PlatformFee, QuoteError, QuoteLimits,
-    RefundDecision, SubAccount, UserId,
+    Currency, Decision, LineKind, MerchantId, Money, PlatformFee, Quote, QuoteError, QuoteLimits,
+    RefundDecision, Settlement, SubAccount, UserId,
 };
 use wasmpay_plugin::{
     Called, HostQueries, Limits, NoActivity, PaymentInput, PluginError, PluginMeta, RefundInput,
@@ -48,6 +48,12 @@ fn load_for(
             },
         )
         .expect("the artifact loads")
+}
+
+/// The host's check of `quote` for a payment of `amount`, with no platform
+/// fee and the default limits.
+fn settle(quote: &Quote, amount: Money) -> Result<Settlement, QuoteError> {
+    quote.settle(amount, PlatformFee::default(), QuoteLimits::default())
 }
 
 /// Answers every activity question with `count` payments worth `volume`
@@ -249,12 +255,7 @@ fn each_example_approves_or_declines_as_its_readme_says() {
         assert!(called.fuel_used > 0, "{}: fuel is reported", case.name);
         match (&called.value, case.expect) {
             (Decision::Approve { quote }, Expect::Total(total)) => {
-                let settlement = quote
-                    .settle(
-                        case.request.amount,
-                        PlatformFee::default(),
-                        QuoteLimits::default(),
-                    )
+                let settlement = settle(quote, case.request.amount)
                     .unwrap_or_else(|e| panic!("{}: {e}", case.name));
                 assert_eq!(
                     settlement.payer_total.minor(),
@@ -293,13 +294,7 @@ fn tiered_routes_tax_and_split_to_sub_accounts() {
         kinds,
         [LineKind::Discount, LineKind::Discount, LineKind::Tax]
     );
-    let settlement = quote
-        .settle(
-            request.amount,
-            PlatformFee::default(),
-            QuoteLimits::default(),
-        )
-        .unwrap();
+    let settlement = settle(&quote, request.amount).unwrap();
     let credit = |name: &str| settlement.merchant_credits[&SubAccount::new(name).unwrap()];
     assert_eq!(credit("tax"), eur(1_452));
     assert_eq!(credit("partner"), eur(1_760));
@@ -341,13 +336,7 @@ fn merchants_running_one_component_share_its_code_and_keep_their_own_configurati
             let Decision::Approve { quote } = &called.value else {
                 panic!("round {round}: {:?}", called.value);
             };
-            let settlement = quote
-                .settle(
-                    request.amount,
-                    PlatformFee::default(),
-                    QuoteLimits::default(),
-                )
-                .unwrap();
+            let settlement = settle(quote, request.amount).unwrap();
             assert_eq!(
                 settlement.payer_total.minor(),
                 10_000 + fee,
@@ -612,9 +601,7 @@ fn every_absurd_quote_fails_conversion_or_settlement_precisely() {
         let Decision::Approve { quote } = called.value else {
             panic!("{mode}: expected an approval to check");
         };
-        let error = quote
-            .settle(eur(10_000), PlatformFee::default(), QuoteLimits::default())
-            .expect_err(mode);
+        let error = settle(&quote, eur(10_000)).expect_err(mode);
         assert!(expected(&error), "{mode}: {error}");
     }
     // A thousand splits are over the output limit before they are counted.
