@@ -668,6 +668,27 @@ async fn metrics_count_outcomes_and_health_follows_the_broker() {
     let daemon =
         Daemon::start_on(&broker, dir, db, move |c| c.metrics.listen = metrics_listen).await;
     let mut world = World::open(&broker, "metrics").await;
+    let gauge = async |name: &str| {
+        let metrics = wasmpay_tests::http_get(&listen, "/metrics").await;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ').map(str::to_owned))
+    };
+    assert_eq!(gauge("wasmpay_plugins_active").await.as_deref(), Some("0"));
+    // One version, then another of other code: the first one's code is
+    // freed once no merchant runs it.
+    for (id, wasm) in [
+        ("m-up-1", wasmpay_plugin_artifacts::FEE),
+        ("m-up-2", wasmpay_plugin_artifacts::GUARD),
+    ] {
+        assert_eq!(world.upload(id, wasm, json!({})).await["ok"], true);
+        assert_eq!(gauge("wasmpay_plugins_active").await.as_deref(), Some("1"));
+        assert_eq!(
+            gauge("wasmpay_plugin_components_loaded").await.as_deref(),
+            Some("1"),
+            "after {id}"
+        );
+    }
     assert_eq!(world.pay("m-1", "1.00").await["ok"], true);
     assert_eq!(
         world.pay("m-2", "1000.00").await["error"]["code"],

@@ -48,6 +48,8 @@ pub struct Metrics {
     reply_latency_seconds: Histogram,
     inflight_messages: Gauge,
     plugins_quarantined: Gauge,
+    plugins_active: Gauge,
+    plugin_components_loaded: Gauge,
 }
 
 impl Default for Metrics {
@@ -67,6 +69,8 @@ impl Default for Metrics {
         let reply_latency_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 15));
         let inflight_messages = Gauge::default();
         let plugins_quarantined = Gauge::default();
+        let plugins_active = Gauge::default();
+        let plugin_components_loaded = Gauge::default();
         registry.register(
             "messages",
             "Requests handled, by command and outcome (ok or the error code)",
@@ -122,6 +126,16 @@ impl Default for Metrics {
             "Merchants whose plugin is quarantined after consecutive failures (alert on > 0); a new version clears it at the merchant's next payment",
             plugins_quarantined.clone(),
         );
+        registry.register(
+            "plugins_active",
+            "Merchants with an active plugin version loaded",
+            plugins_active.clone(),
+        );
+        registry.register(
+            "plugin_components_loaded",
+            "Distinct plugin components loaded: merchants whose versions run the same component share one (its native code and memory image)",
+            plugin_components_loaded.clone(),
+        );
         Self {
             registry,
             messages,
@@ -135,6 +149,8 @@ impl Default for Metrics {
             reply_latency_seconds,
             inflight_messages,
             plugins_quarantined,
+            plugins_active,
+            plugin_components_loaded,
         }
     }
 }
@@ -184,6 +200,15 @@ impl Metrics {
     pub fn quarantined(&self, merchants: usize) {
         self.plugins_quarantined
             .set(i64::try_from(merchants).unwrap_or(i64::MAX));
+    }
+
+    /// The plugins loaded: merchants with an active version, and the
+    /// distinct components they run.
+    pub fn plugins(&self, active: usize, components: usize) {
+        self.plugins_active
+            .set(i64::try_from(active).unwrap_or(i64::MAX));
+        self.plugin_components_loaded
+            .set(i64::try_from(components).unwrap_or(i64::MAX));
     }
 
     /// The Prometheus text exposition of every metric.

@@ -124,6 +124,7 @@ impl Writer {
             }
         }
         let components = shared.runtime.components_loaded();
+        shared.metrics.plugins(shared.plugins.len(), components);
         tracing::info!(plugins = writer_loaded, components, "plugins loaded");
         warn_if_mappings_short(shared.runtime.mappings_estimate(components));
         Ok(Self {
@@ -358,6 +359,7 @@ impl Writer {
             )?;
             let info = self.ledger.plugin_activate(merchant, info.version, at_ms)?;
             self.shared.plugins.activate(merchant.clone(), plugin);
+            self.plugins_changed();
             tracing::info!(%merchant, version = info.version, sha256 = %info.sha256, "plugin uploaded and activated");
             Ok(replies::upload_result(&info, true))
         })();
@@ -368,6 +370,16 @@ impl Writer {
                 encode_error(Some(id.as_str()), "internal_error", &e.to_string(), None)
             }
         })
+    }
+
+    /// Updates the gauges of plugins and components loaded, after the
+    /// active set changed. A version replaced while a call still runs it
+    /// counts until that call ends, and is not counted again after.
+    fn plugins_changed(&self) {
+        self.shared.metrics.plugins(
+            self.shared.plugins.len(),
+            self.shared.runtime.components_loaded(),
+        );
     }
 
     /// Activates `version` (or, with `None`, rolls back to the version
@@ -419,6 +431,7 @@ impl Writer {
         self.shared
             .plugins
             .activate(merchant.clone(), plugin.clone());
+        self.plugins_changed();
         tracing::info!(%merchant, version = target.version, "plugin version activated");
         Ok(wasmpay_protocol::reply::PluginActiveResult {
             active: plugin.plugin_ref().clone(),
