@@ -5,7 +5,8 @@
 //! `rules` with the right types, then compiles it once into an artifact
 //! cached by `(sha256, engine hash)`. Activation: [`Runtime::load`] turns a
 //! stored artifact into a [`LoadedPlugin`] holding a pre-linked
-//! `InstancePre`. Each call: a fresh `Store` with its own fuel, deadline,
+//! `InstancePre`, loaded once per component and shared by every merchant's
+//! version of it. Each call: a fresh `Store` with its own fuel, deadline,
 //! memory limiter and log; instantiate, call, convert the answer, drop the
 //! store. Nothing survives from one call to the next, and a trap ends only
 //! the store it happened in.
