@@ -79,10 +79,12 @@ pub struct Limits {
     /// default: in the end-to-end benchmark the per-call `munmap` of the
     /// on-demand scheme (with its TLB shootdowns across the daemon's
     /// threads) was a third of each plugin call's CPU (`BENCHMARKS.md`). A
-    /// free slot stays warm for the plugin it last ran, so a daemon serving
-    /// many merchants keeps more of them warm with more slots: the default,
-    /// 1,024, kept 1,000 merchants at 0.81-0.96 of one merchant's throughput
-    /// (median 0.92), against 0.69-0.88 (median 0.80) with 16. Each slot
+    /// free slot stays warm for the code it last ran (shared by every
+    /// merchant running that component), so a daemon serving many distinct
+    /// components keeps more of them warm with more slots: the default,
+    /// 1,024, kept 1,000 merchants loaded apart at 0.81-0.96 of one
+    /// merchant's throughput (median 0.92), against 0.69-0.88 (median 0.80)
+    /// with 16. Each slot
     /// reserves about 190 MiB of address space (4 memories of
     /// `memory_bytes_max` and their guards), none of it committed; a warm
     /// slot keeps the pages its plugin touched resident (up to 4 MiB with

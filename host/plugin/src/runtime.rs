@@ -330,22 +330,21 @@ impl Runtime {
         meta: PluginMeta,
     ) -> Result<Arc<LoadedPlugin>, UploadError> {
         self.check_config(&meta.config)?;
-        let shared = self
+        // Held across the load, so that two loads of new code at once do not
+        // both deserialize it (loads are rare: start, upload, activation).
+        let mut shared = self
             .shared_code
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&meta.sha256);
-        let pre = match shared {
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pre = match shared.get(&meta.sha256) {
             Some(pre) => pre,
             None => {
                 let pre = Arc::new(self.load_code(artifact)?);
-                self.shared_code
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(&meta.sha256, &pre);
+                shared.insert(&meta.sha256, &pre);
                 pre
             }
         };
+        drop(shared);
         Ok(Arc::new(LoadedPlugin {
             merchant: meta.merchant,
             plugin: PluginRef {

@@ -15,7 +15,7 @@ use wasmpay_protocol::{
     encode_ok, notification_topic,
 };
 
-use crate::handlers::Ready;
+use crate::handlers::ReplyTo;
 use crate::mqtt::Outbound;
 
 /// What the ledger holds of the payment an applied operation concerns,
@@ -45,22 +45,23 @@ pub fn payment_for_reply(
     ledger.payment(&merchant, payment_id).ok().flatten()
 }
 
-/// The reply to an operation, and the merchant's notification when it
-/// concerns a payment; `payment` is [`payment_for_reply`]'s.
+/// The reply (to `reply`) to request `id`'s operation, and the merchant's
+/// notification when it concerns a payment; `payment` is
+/// [`payment_for_reply`]'s.
 pub fn for_op(
-    ready: &Ready,
+    id: &RequestId,
+    reply: &ReplyTo,
     op: &Op,
     result: &OpResult,
     payment: Option<&wasmpay_ledger::PaymentInfo>,
 ) -> Vec<Outbound> {
-    let id = &ready.request.id;
     let outcome = match result {
         OpResult::Conflict { differing } => {
             let message = format!(
                 "request id `{id}` was used before with different parameters: {}; use a new id for a new request",
                 differing.join(", ")
             );
-            return vec![ready.reply.send(encode_error(
+            return vec![reply.send(encode_error(
                 Some(id.as_str()),
                 "conflict",
                 &message,
@@ -74,7 +75,7 @@ pub fn for_op(
     match outcome {
         Outcome::Refused(refusal) => {
             let detail = declined_payment(op, refusal).map(|p| serde_json::json!(p));
-            out.push(ready.reply.send(encode_error(
+            out.push(reply.send(encode_error(
                 Some(id.as_str()),
                 refusal.code(),
                 &refusal.message(),
@@ -98,7 +99,7 @@ pub fn for_op(
             {
                 // A refusal stores no time: a replay's is the retry's.
                 out.push(notify(
-                    ready,
+                    id,
                     op,
                     payer,
                     (op.at_ms, replayed),
@@ -112,9 +113,9 @@ pub fn for_op(
         }
         Outcome::Applied(receipt) => {
             let (payload, event) = applied(id, op, &receipt.effect, payment);
-            out.push(ready.reply.send(payload));
+            out.push(reply.send(payload));
             if let Some((payer, event)) = event {
-                out.push(notify(ready, op, &payer, (receipt.at_ms, replayed), event));
+                out.push(notify(id, op, &payer, (receipt.at_ms, replayed), event));
             }
         }
     }
@@ -136,7 +137,7 @@ fn merchant_of(op: &Op) -> Option<wasmpay_domain::MerchantId> {
 /// The merchant's notification of `event`, committed at `at_ms`; `replayed`
 /// when the request was answered from its stored outcome.
 fn notify(
-    ready: &Ready,
+    id: &RequestId,
     op: &Op,
     payer: &wasmpay_domain::UserId,
     (at_ms, replayed): (i64, bool),
@@ -147,7 +148,7 @@ fn notify(
     let notification = Notification {
         merchant: merchant.clone(),
         payer: payer.clone(),
-        request_id: ready.request.id.clone(),
+        request_id: id.clone(),
         at_ms,
         replayed,
         event,

@@ -9,13 +9,13 @@
 use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc};
-use wasmpay_domain::MerchantId;
+use wasmpay_domain::{MerchantId, RequestId};
 use wasmpay_ledger::{Checkpoint, Ledger, LedgerOptions, Op, OpResult, Reader, Synchronous};
 use wasmpay_plugin::{Compiled, LoadedPlugin, PluginMeta};
-use wasmpay_protocol::{Command, Principal, encode_error, encode_ok};
+use wasmpay_protocol::{Command, Principal, Request, encode_error, encode_ok};
 
 use crate::config::Config;
-use crate::handlers::{Prepared, Ready, Shared, Work, now_ms};
+use crate::handlers::{Prepared, Ready, ReplyTo, Shared, Work, now_ms};
 use crate::mqtt::{Inbound, Outbound};
 use crate::replies;
 
@@ -42,7 +42,9 @@ pub enum Replies {
 /// A ledger operation's outcome, with what its reply needs.
 #[derive(Debug)]
 pub struct Decided {
-    ready: Box<Ready>,
+    id: RequestId,
+    reply: ReplyTo,
+    op: Box<Op>,
     result: OpResult,
     payment: Option<wasmpay_ledger::PaymentInfo>,
 }
@@ -54,16 +56,9 @@ impl IntoIterator for Replies {
     fn into_iter(self) -> Self::IntoIter {
         match self {
             Self::Built(out) => out,
-            Self::Decided(decided) => match &decided.ready.work {
-                Work::Apply(op) => replies::for_op(
-                    &decided.ready,
-                    op,
-                    &decided.result,
-                    decided.payment.as_ref(),
-                ),
-                // Only `Work::Apply` is ever decided.
-                Work::Read | Work::Upload(_) => Vec::new(),
-            },
+            Self::Decided(d) => {
+                replies::for_op(&d.id, &d.reply, &d.op, &d.result, d.payment.as_ref())
+            }
         }
         .into_iter()
     }
@@ -239,8 +234,14 @@ impl Writer {
                     Replies::Built(Vec::new())
                 }
                 Prepared::Ready(ready) => {
-                    let _in = ready.span.enter();
-                    match &ready.work {
+                    let Ready {
+                        request,
+                        reply,
+                        work,
+                        span,
+                    } = *ready;
+                    let _in = span.enter();
+                    match work {
                         Work::Apply(op) => {
                             let result = results.next().ok_or_else(|| {
                                 anyhow::anyhow!("ledger returned fewer results than operations")
@@ -248,18 +249,19 @@ impl Writer {
                             log_result(&result);
                             self.shared
                                 .metrics
-                                .message(ready.request.command.name(), outcome_label(&result));
-                            let payment = replies::payment_for_reply(&self.ledger, op, &result);
-                            drop(_in);
+                                .message(request.command.name(), outcome_label(&result));
+                            let payment = replies::payment_for_reply(&self.ledger, &op, &result);
                             Replies::Decided(Box::new(Decided {
-                                ready,
+                                id: request.id,
+                                reply,
+                                op,
                                 result,
                                 payment,
                             }))
                         }
-                        Work::Read => Replies::Built(vec![self.read(&ready)]),
+                        Work::Read => Replies::Built(vec![self.read(&request, &reply)]),
                         Work::Upload(compiled) => {
-                            Replies::Built(vec![self.upload(&ready, compiled)])
+                            Replies::Built(vec![self.upload(&request, &reply, &compiled)])
                         }
                     }
                 }
@@ -270,9 +272,9 @@ impl Writer {
     }
 
     /// Answers a read or a registry request, after the batch committed.
-    fn read(&mut self, ready: &Ready) -> Outbound {
-        let id = &ready.request.id;
-        let result = match (&ready.request.principal, &ready.request.command) {
+    fn read(&mut self, request: &Request, reply: &ReplyTo) -> Outbound {
+        let id = &request.id;
+        let result = match (&request.principal, &request.command) {
             (principal, Command::Balance(query)) => {
                 replies::balance(&self.reader, principal, query.currency).map(|r| encode_ok(id, &r))
             }
@@ -303,7 +305,7 @@ impl Writer {
                 format!("{principal:?} may not {}", command.name()),
             )),
         };
-        ready.reply.send(result.unwrap_or_else(|(code, message)| {
+        reply.send(result.unwrap_or_else(|(code, message)| {
             tracing::info!(code, %message, "request refused");
             encode_error(Some(id.as_str()), code, &message, None)
         }))
@@ -312,12 +314,12 @@ impl Writer {
     /// Stores an upload as the merchant's next version and activates it. A
     /// redelivered upload (same code and configuration as the active version)
     /// is answered with the active version instead of storing a copy.
-    fn upload(&mut self, ready: &Ready, compiled: &Compiled) -> Outbound {
-        let id = &ready.request.id;
+    fn upload(&mut self, request: &Request, reply: &ReplyTo, compiled: &Compiled) -> Outbound {
+        let id = &request.id;
         let (Principal::Merchant(merchant), Command::PluginUpload(upload)) =
-            (&ready.request.principal, &ready.request.command)
+            (&request.principal, &request.command)
         else {
-            return ready.reply.send(encode_error(
+            return reply.send(encode_error(
                 Some(id.as_str()),
                 "forbidden",
                 "only merchants upload plugins",
@@ -363,7 +365,7 @@ impl Writer {
             tracing::info!(%merchant, version = info.version, sha256 = %info.sha256, "plugin uploaded and activated");
             Ok(replies::upload_result(&info, true))
         })();
-        ready.reply.send(match result {
+        reply.send(match result {
             Ok(r) => encode_ok(id, &r),
             Err(e) => {
                 tracing::error!(%merchant, error = %e, "plugin upload failed");
