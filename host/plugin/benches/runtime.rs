@@ -23,6 +23,11 @@
 //!   (one call's state leaks into the next, and a trap poisons it), so it is
 //!   here only as the floor that isolation is paid against.
 //! - `native`: the fee rule written in Rust against the domain types.
+//!
+//! Then calls rotating over 1, 1,000 and 10,000 merchants, on one component
+//! or a component each (`RUNTIME_BENCH_MERCHANTS=1,1000` picks the counts;
+//! `RUNTIME_BENCH_ONLY=merchants` runs that part alone, and
+//! `RUNTIME_BENCH_CODE="a component each"` or `"one component"` one case).
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -293,6 +298,10 @@ mod reused {
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is read.
+    if std::env::var("RUNTIME_BENCH_ONLY").as_deref() == Ok("merchants") {
+        merchants(&payment());
+        return;
+    }
     let backtrace = std::env::var("RUST_BACKTRACE").unwrap_or_else(|_| "unset".into());
     println!("RUST_BACKTRACE: {backtrace}; {CALLS} calls per row after {WARMUP} warm-up calls");
     let request = payment();
@@ -430,28 +439,140 @@ fn main() {
     println!("\n### Memory per loaded plugin (on-demand engine)\n");
     const COPIES: usize = 200;
     let compiled = on_demand.compile(artifacts::FEE).unwrap();
-    let before = rss_bytes();
-    let loaded: Vec<Arc<LoadedPlugin>> = (0..COPIES)
-        .map(|version| {
-            on_demand
-                .load(
-                    &compiled.artifact,
-                    PluginMeta {
-                        merchant: MerchantId::new("shop-1").unwrap(),
-                        version: version as u32,
-                        sha256: compiled.sha256.clone(),
-                        config: fee_config(),
-                    },
-                )
-                .unwrap()
-        })
-        .collect();
-    let after = rss_bytes();
+    // Versions of one component share its loaded code, so each copy is
+    // stored under a hash of its own: what a merchant with code of its own
+    // costs. The shared case follows.
+    for (case, shared) in [("a component each", false), ("one component", true)] {
+        let before = rss_bytes();
+        let loaded: Vec<Arc<LoadedPlugin>> = (0..COPIES)
+            .map(|version| {
+                let sha256 = if shared {
+                    compiled.sha256.clone()
+                } else {
+                    distinct_sha256(version)
+                };
+                on_demand
+                    .load(
+                        &compiled.artifact,
+                        PluginMeta {
+                            merchant: MerchantId::new("shop-1").unwrap(),
+                            version: version as u32,
+                            sha256,
+                            config: fee_config(),
+                        },
+                    )
+                    .unwrap()
+            })
+            .collect();
+        let after = rss_bytes();
+        println!(
+            "{COPIES} versions of fee loaded, {case}: RSS +{} KiB, {} KiB each (artifact {} KiB)",
+            (after - before) / 1024,
+            (after - before) / COPIES / 1024,
+            compiled.artifact.len() / 1024
+        );
+        drop(loaded);
+    }
+
+    merchants(&request);
+}
+
+/// A stand-in hash for copy `n` of one artifact: loaded under it, the copy
+/// is code of its own, as another merchant's component would be.
+fn distinct_sha256(n: usize) -> String {
+    format!("{n:064x}")
+}
+
+/// Minor page faults of this process so far, from `/proc/self/stat`.
+fn minor_faults() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which ends at the last `)`: state is
+    // field 3, minflt field 10.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(7))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Calls rotating over many merchants' `fee` plugins, on the default
+/// pooling limits: all on one component (each with its own configuration),
+/// or each on code of its own. Round robin is the hardest order for every
+/// cache: no plugin runs again until all the others have.
+fn merchants(request: &PaymentInput) {
+    let counts: Vec<usize> = std::env::var("RUNTIME_BENCH_MERCHANTS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 1_000, 10_000]);
+    let runtime = Runtime::new(Limits::default()).unwrap();
+    let compiled = runtime.compile(artifacts::FEE).unwrap();
     println!(
-        "{COPIES} copies of fee loaded: RSS +{} KiB, {} KiB each (artifact {} KiB)",
-        (after - before) / 1024,
-        (after - before) / COPIES / 1024,
-        compiled.artifact.len() / 1024
+        "\n### Per call across merchants ({} pooled slots, round robin)\n",
+        Limits::default().pooling_slots
     );
-    drop(loaded);
+    println!(
+        "| merchants | code | p50 | p99 | calls/s (1/mean) | minor faults per call | RSS for the plugins |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for &count in &counts {
+        for (case, shared) in [("one component", true), ("a component each", false)] {
+            let only = std::env::var("RUNTIME_BENCH_CODE").ok();
+            if (count == 1 && !shared) || only.is_some_and(|only| only != case) {
+                continue;
+            }
+            let before = rss_bytes();
+            let plugins: Vec<Arc<LoadedPlugin>> = (0..count)
+                .map(|n| {
+                    let sha256 = if shared {
+                        compiled.sha256.clone()
+                    } else {
+                        distinct_sha256(n)
+                    };
+                    let mut config = fee_config();
+                    config.insert("fee_bps".into(), (100 + n % 200).to_string());
+                    runtime
+                        .load(
+                            &compiled.artifact,
+                            PluginMeta {
+                                merchant: MerchantId::new(format!("shop-{n}")).unwrap(),
+                                version: 1,
+                                sha256,
+                                config,
+                            },
+                        )
+                        .unwrap()
+                })
+                .collect();
+            let requests: Vec<PaymentInput> = (0..count)
+                .map(|n| PaymentInput {
+                    merchant: MerchantId::new(format!("shop-{n}")).unwrap(),
+                    ..request.clone()
+                })
+                .collect();
+            let mut next = 0;
+            let mut call = || {
+                let n = next % count;
+                next += 1;
+                black_box(
+                    runtime
+                        .decide_payment(&plugins[n], Arc::new(NoActivity), &requests[n])
+                        .unwrap(),
+                );
+            };
+            // One call each first: every slot and every plugin's code warm.
+            for _ in 0..count {
+                call();
+            }
+            let rss = rss_bytes().saturating_sub(before);
+            let faults = minor_faults();
+            let s = sample(&mut call);
+            let faults = minor_faults().saturating_sub(faults) as f64 / (CALLS + WARMUP) as f64;
+            println!(
+                "| {count} | {case} | {} | {} | {:.0} | {faults:.1} | {} MiB |",
+                us(s.p50),
+                us(s.p99),
+                1.0 / s.mean.as_secs_f64(),
+                rss >> 20
+            );
+        }
+    }
 }
