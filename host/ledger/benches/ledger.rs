@@ -9,6 +9,11 @@
 //!    whether history size slows writes;
 //! 3. `verify` time on that ledger, per million entries.
 //!
+//! `LEDGER_BENCH_CURVE=250000,500000,1000000` measures instead batch 100
+//! with `FULL` on one ledger as it grows through those sizes (payments,
+//! filled at batch 1000 with `NORMAL` between points): where with history
+//! the throughput falls, and where it levels.
+//!
 //! `LEDGER_BENCH_PAGE_CACHE=sqlite` runs it all on SQLite's page cache as it
 //! comes instead of the ledger's (`page_cache`), for comparison.
 //!
@@ -282,6 +287,11 @@ fn main() {
     };
     assert_eq!(page_cache::configure(page_cache), page_cache);
     let dir = tempfile::tempdir().unwrap();
+    if let Ok(points) = std::env::var("LEDGER_BENCH_CURVE") {
+        let points: Vec<u64> = points.split(',').filter_map(|p| p.parse().ok()).collect();
+        curve(&dir.path().join("curve.db"), &points);
+        return;
+    }
 
     println!("### Payments per second by batch size (fresh ledger, page cache {page_cache:?})\n");
     println!(
@@ -383,4 +393,52 @@ fn main() {
         verify_cpu.as_secs_f64(),
         size / (1 << 20)
     );
+}
+
+/// Throughput at batch 100 with `FULL` on one ledger filled in turn to each
+/// of `points` payments; between points it is filled at batch 1000 with
+/// `NORMAL`, as in the history section.
+fn curve(path: &Path, points: &[u64]) {
+    drop(setup(path, Synchronous::Normal));
+    let open = |synchronous| {
+        Ledger::open(
+            path,
+            LedgerOptions {
+                synchronous,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let mut next = 0;
+    let mut first: Option<Rate> = None;
+    println!("### Batch 100, FULL, as the ledger grows\n");
+    println!(
+        "| payments before | payments/s | CPU µs/payment | / first | fill payments/s | fill CPU µs/payment |"
+    );
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
+    for &point in points {
+        let mut ledger = open(Synchronous::Normal);
+        let (fill_start, fill_cpu) = (Instant::now(), cpu_time());
+        let from = next;
+        while next < point {
+            let ops: Vec<Op> = (0..1_000).map(|i| payment(next + i)).collect();
+            next += 1_000;
+            ledger.apply_batch(ops).unwrap();
+        }
+        let fill = (next > from).then(|| measure(next - from, fill_start, fill_cpu));
+        drop(ledger);
+        let before = next;
+        let rate = run_ledger(&mut open(Synchronous::Full), 100, &mut next);
+        let first = *first.get_or_insert(rate);
+        let (fill_rate, fill_cpu) = fill.map_or(("".to_owned(), "".to_owned()), |f| {
+            (format!("{:.0}", f.per_second), format!("{:.0}", f.cpu_us))
+        });
+        println!(
+            "| {before} | {:.0} | {:.0} | {:.2} | {fill_rate} | {fill_cpu} |",
+            rate.per_second,
+            rate.cpu_us,
+            rate.per_second / first.per_second,
+        );
+    }
 }

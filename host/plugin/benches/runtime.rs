@@ -27,7 +27,8 @@
 //! Then calls rotating over 1, 1,000 and 10,000 merchants, on one component
 //! or a component each (`RUNTIME_BENCH_MERCHANTS=1,1000` picks the counts;
 //! `RUNTIME_BENCH_ONLY=merchants` runs that part alone, and
-//! `RUNTIME_BENCH_CODE="a component each"` or `"one component"` one case).
+//! `RUNTIME_BENCH_CODE="a component each"` or `"one component"` one case,
+//! `RUNTIME_BENCH_SLOTS` sets `pooling_slots`).
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -503,12 +504,19 @@ fn merchants(request: &PaymentInput) {
         .ok()
         .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 1_000, 10_000]);
-    let runtime = Runtime::new(Limits::default()).unwrap();
-    let compiled = runtime.compile(artifacts::FEE).unwrap();
+    let limits = Limits {
+        pooling_slots: std::env::var("RUNTIME_BENCH_SLOTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(Limits::default().pooling_slots),
+        ..Limits::default()
+    };
     println!(
         "\n### Per call across merchants ({} pooled slots, round robin)\n",
-        Limits::default().pooling_slots
+        limits.pooling_slots
     );
+    let runtime = Runtime::new(limits).unwrap();
+    let compiled = runtime.compile(artifacts::FEE).unwrap();
     println!(
         "| merchants | code | p50 | p99 | calls/s (1/mean) | minor faults per call | RSS for the plugins |"
     );
