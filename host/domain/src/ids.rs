@@ -115,6 +115,14 @@ id_type!(
 impl PaymentId {
     /// `pay_` and the first 24 hex digits of SHA-256 over the payer, a NUL
     /// and the request id: stable, collision-resistant, and safe in topics.
+    ///
+    /// Derived, not assigned: every delivery of a request names the same
+    /// payment, so a duplicate that arrives after its idempotency record
+    /// was purged is still refused (`payment_exists`). The price is a random
+    /// insertion point in the ledger's payments table, which is most of its
+    /// slowdown as history grows; ids ordered by time would flatten that
+    /// and lose the refusal (BENCHMARKS.md, Ledger, "Where the decline
+    /// happens, and what causes it").
     pub fn derive(payer: &UserId, request: &RequestId) -> Self {
         use sha2::{Digest, Sha256};
         let mut hasher = Sha256::new();
