@@ -174,6 +174,15 @@ fn run_ledger(ledger: &mut Ledger, batch: usize, next: &mut u64) -> Rate {
     measure(done, start, cpu_start)
 }
 
+/// Applies payments from `next` on at batch 1000 until `to` are done.
+fn fill(ledger: &mut Ledger, next: &mut u64, to: u64) {
+    while *next < to {
+        let ops: Vec<Op> = (0..1_000).map(|i| payment(*next + i)).collect();
+        *next += 1_000;
+        ledger.apply_batch(ops).unwrap();
+    }
+}
+
 fn per_second(count: u64, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64()
 }
@@ -341,11 +350,7 @@ fn main() {
     }
     let (fill_start, fill_cpu) = (Instant::now(), cpu_time());
     let fill_from = next;
-    while next < prefill {
-        let ops: Vec<Op> = (0..1_000).map(|i| payment(next + i)).collect();
-        next += 1_000;
-        ledger.apply_batch(ops).unwrap();
-    }
+    fill(&mut ledger, &mut next, prefill);
     let fill = measure(next.saturating_sub(fill_from).max(1), fill_start, fill_cpu);
     let fill_elapsed = fill_start.elapsed();
     let filled_normal = run_ledger(&mut ledger, 100, &mut next);
@@ -421,11 +426,7 @@ fn curve(path: &Path, points: &[u64]) {
         let mut ledger = open(Synchronous::Normal);
         let (fill_start, fill_cpu) = (Instant::now(), cpu_time());
         let from = next;
-        while next < point {
-            let ops: Vec<Op> = (0..1_000).map(|i| payment(next + i)).collect();
-            next += 1_000;
-            ledger.apply_batch(ops).unwrap();
-        }
+        fill(&mut ledger, &mut next, point);
         let fill = (next > from).then(|| measure(next - from, fill_start, fill_cpu));
         drop(ledger);
         let before = next;

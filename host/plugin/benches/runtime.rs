@@ -447,22 +447,15 @@ fn main() {
         let before = rss_bytes();
         let loaded: Vec<Arc<LoadedPlugin>> = (0..COPIES)
             .map(|version| {
-                let sha256 = if shared {
-                    compiled.sha256.clone()
-                } else {
-                    distinct_sha256(version)
-                };
-                on_demand
-                    .load(
-                        &compiled.artifact,
-                        PluginMeta {
-                            merchant: MerchantId::new("shop-1").unwrap(),
-                            version: version as u32,
-                            sha256,
-                            config: fee_config(),
-                        },
-                    )
-                    .unwrap()
+                let merchant = MerchantId::new("shop-1").unwrap();
+                load_copy(
+                    &on_demand,
+                    &compiled,
+                    version,
+                    shared,
+                    merchant,
+                    fee_config(),
+                )
             })
             .collect();
         let after = rss_bytes();
@@ -482,6 +475,30 @@ fn main() {
 /// is code of its own, as another merchant's component would be.
 fn distinct_sha256(n: usize) -> String {
     format!("{n:064x}")
+}
+
+/// Copy `n` of `compiled` for `merchant`: on the component's own code when
+/// `shared`, else on code of its own (stored under [`distinct_sha256`]).
+fn load_copy(
+    runtime: &Runtime,
+    compiled: &wasmpay_plugin::Compiled,
+    n: usize,
+    shared: bool,
+    merchant: MerchantId,
+    config: BTreeMap<String, String>,
+) -> Arc<LoadedPlugin> {
+    let sha256 = if shared {
+        compiled.sha256.clone()
+    } else {
+        distinct_sha256(n)
+    };
+    let meta = PluginMeta {
+        merchant,
+        version: n as u32 + 1,
+        sha256,
+        config,
+    };
+    runtime.load(&compiled.artifact, meta).unwrap()
 }
 
 /// Minor page faults of this process so far, from `/proc/self/stat`.
@@ -530,24 +547,10 @@ fn merchants(request: &PaymentInput) {
             let before = rss_bytes();
             let plugins: Vec<Arc<LoadedPlugin>> = (0..count)
                 .map(|n| {
-                    let sha256 = if shared {
-                        compiled.sha256.clone()
-                    } else {
-                        distinct_sha256(n)
-                    };
                     let mut config = fee_config();
                     config.insert("fee_bps".into(), (100 + n % 200).to_string());
-                    runtime
-                        .load(
-                            &compiled.artifact,
-                            PluginMeta {
-                                merchant: MerchantId::new(format!("shop-{n}")).unwrap(),
-                                version: 1,
-                                sha256,
-                                config,
-                            },
-                        )
-                        .unwrap()
+                    let merchant = MerchantId::new(format!("shop-{n}")).unwrap();
+                    load_copy(&runtime, &compiled, n, shared, merchant, config)
                 })
                 .collect();
             let requests: Vec<PaymentInput> = (0..count)
