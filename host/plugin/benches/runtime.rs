@@ -538,10 +538,10 @@ fn merchants(request: &PaymentInput) {
         "| merchants | code | p50 | p99 | calls/s (1/mean) | minor faults per call | RSS for the plugins |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
+    let only = std::env::var("RUNTIME_BENCH_CODE").ok();
     for &count in &counts {
         for (case, shared) in [("one component", true), ("a component each", false)] {
-            let only = std::env::var("RUNTIME_BENCH_CODE").ok();
-            if (count == 1 && !shared) || only.is_some_and(|only| only != case) {
+            if (count == 1 && !shared) || only.as_deref().is_some_and(|only| only != case) {
                 continue;
             }
             let before = rss_bytes();
